@@ -3,6 +3,8 @@
 Modules:
 
 - `trainkit.clean`: Clean real messy records with a report of every change, decide about missing values column by column, and check the result against a schema.
-- `trainkit.data`: Collect the same records from a SQLite database, a CSV file, a JSON web API and an HTML page, and check that the four agree."""
+- `trainkit.data`: Collect the same records from a SQLite database, a CSV file, a JSON web API and an HTML page, and check that the four agree.
+- `trainkit.label`: Label records with a widget that saves to the course database, write rules that label for you, and measure how far to trust either.
+- `trainkit.prep`: Split 70/15/15 without leaking rows or animals between splits, then fit the preprocessing on the training split alone."""
 
 __version__ = "0.1.0"
