@@ -3,7 +3,9 @@
 Modules:
 
 - `trainkit.clean`: Clean real messy records with a report of every change, decide about missing values column by column, and check the result against a schema.
+- `trainkit.cli`: `trainkit run`: every step of the course, from raw records to artifacts, as one reproducible command driven by one config file.
 - `trainkit.data`: Collect the same records from a SQLite database, a CSV file, a JSON web API and an HTML page, and check that the four agree.
+- `trainkit.datasets`: One object that carries tensors, names and a profile from data preparation into training: penguins (tabular), digits (images), breast cancer (binary), diabetes (regression) and sunspots (a time series).
 - `trainkit.label`: Label records with a widget that saves to the course database, write rules that label for you, and measure how far to trust either.
 - `trainkit.prep`: Split 70/15/15 without leaking rows or animals between splits, then fit the preprocessing on the training split alone."""
 

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Every test, in the order CI needs them: notebooks in sync and clean, every notebook executed,
+# then pytest (last, so its summary line closes the log). Run through `make test`.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+BIN=.venv/bin
+fail=0
+
+# Course data and artifacts go to a fresh folder, not the user's.
+export TRAINKIT_DATA="${TRAINKIT_DATA:-$(mktemp -d)/data}"
+export TRAINKIT_ARTIFACTS="${TRAINKIT_ARTIFACTS:-$(mktemp -d)/artifacts}"
+
+echo "== 1/3 nbdev-export and nbdev-clean leave no diff"
+state() { git status --porcelain --untracked-files=all -- nbs trainkit; git diff -- nbs trainkit | sha1sum; }
+before=$(state)
+$BIN/nbdev-export && $BIN/nbdev-clean || fail=1
+after=$(state)
+if [ "$before" != "$after" ]; then
+  echo "FAIL: nbdev-export or nbdev-clean changed files. Edit the notebooks, run nbdev-export and nbdev-clean, commit both:"
+  diff <(echo "$before") <(echo "$after")
+  fail=1
+fi
+
+echo "== 2/3 nbdev-test: every notebook executes (fast mode)"
+start=$(date +%s)
+$BIN/nbdev-test --timing || fail=1
+echo "nbdev-test took $(( $(date +%s) - start )) s"
+
+echo "== 3/3 pytest tests/"
+$BIN/python -m pytest tests -q -p no:cacheprovider
+rc=$?
+[ $rc -eq 0 ] || fail=1
+exit $fail
