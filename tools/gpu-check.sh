@@ -3,7 +3,7 @@
 # GPU checks, run on the lent GPU machine (Python 3.12, torch with CUDA, no network) from the repo root:
 #     bash tools/gpu-check.sh
 # with $OUT set to a folder whose files come back, and the wheels from tools/fetch-gpu-wheels.sh in .whl/.
-# Writes (6 files): $OUT/summary.txt (exit code and seconds of each step), install.log, env.txt,
+# Writes (6 files, none in subfolders): $OUT/summary.txt (exit code and seconds of each step), install.log, env.txt,
 # nbdev-test-gpu.log, pytest-gpu.log, bench-gpu.log. Every step runs under `timeout`, none stops the
 # others; the whole script ends within about 8 minutes (limits below, each can be set from outside).
 # Exit status: 0 if every step passed, else 1.
@@ -14,15 +14,15 @@ ROOT=$(pwd)
 : "${OUT:?set OUT to the folder whose files come back}"
 mkdir -p "$OUT"
 export PY=${PY:-python3} SITE=${SITE:-/tmp/site}
-T_INSTALL=${T_INSTALL:-90}
-T_ENV=${T_ENV:-60}
-T_NBDEV=${T_NBDEV:-210}
+T_INSTALL=${T_INSTALL:-60}
+T_ENV=${T_ENV:-45}
+T_NBDEV=${T_NBDEV:-180}
 T_PYTEST=${T_PYTEST:-120}
 T_BENCH=${T_BENCH:-60}
 SUMMARY=$OUT/summary.txt
 T0=$(date +%s)
 fail=0
-echo "gpu-check $(date -u +%FT%TZ) host=$(hostname) repo=$ROOT commit=$(git rev-parse --short HEAD 2>/dev/null || echo '?')" >"$SUMMARY"
+echo "gpu-check $(date -u +%FT%TZ) host=$(hostname 2>/dev/null || uname -n) repo=$ROOT commit=$(git rev-parse --short HEAD 2>/dev/null || echo '?')" >"$SUMMARY"
 
 # step NAME LIMIT_S LOG CMD...: run CMD under timeout, output to LOG, one line into summary.txt
 step() {
@@ -41,7 +41,7 @@ step() {
   tail -n 3 "$log" | sed 's/^/   | /'
 }
 
-# ---- 1. install the carried wheels into $SITE (nothing is installed into the machine's python)
+# ---- 1. install the carried wheels into $SITE, and trainkit itself (editable) into the machine's python
 install_wheels() {
   shopt -s nullglob
   local whl=(.whl/*.whl)
@@ -129,7 +129,7 @@ import sys, json, importlib, importlib.metadata as md
 print(sys.executable, sys.version)
 for name in ['torch', 'numpy', 'pandas', 'scikit-learn', 'scipy', 'statsmodels', 'pytest', 'hypothesis',
              'typing_extensions', 'pandera', 'pydantic', 'nbdev', 'execnb', 'fastcore', 'ipython', 'ipywidgets',
-             'platformdirs', 'palmerpenguins', 'requests', 'lxml']:
+             'platformdirs', 'palmerpenguins', 'requests', 'lxml', 'optuna', 'fastapi', 'skops', 'onnx', 'onnxruntime']:
     try: print(f'{name:18} {md.version(name):14} {md.distribution(name)._path}')
     except Exception as e: print(f'{name:18} MISSING ({e!r})')
 import torch
@@ -142,7 +142,8 @@ print(json.dumps(trainkit.core.environment(), indent=1))
 bad = []
 for m in ['pandera', 'pydantic', 'IPython', 'execnb', 'nbdev', 'ipywidgets', 'statsmodels.api', 'platformdirs',
           'palmerpenguins', 'lxml', 'requests', 'hypothesis', 'pytest', 'trainkit.data', 'trainkit.clean',
-          'trainkit.label', 'trainkit.prep', 'trainkit.datasets', 'trainkit.cli']:
+          'trainkit.label', 'trainkit.prep', 'trainkit.datasets', 'trainkit.cli', 'optuna', 'fastapi', 'uvicorn',
+          'skops.io', 'httpx', 'prometheus_client', 'onnx', 'onnxruntime', 'safetensors']:
     try: importlib.import_module(m)
     except Exception as e: bad.append(f'{m}: {e!r}')
 print('imports:', 'all ok' if not bad else '\n  '.join(['FAILED'] + bad))
