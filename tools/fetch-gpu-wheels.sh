@@ -28,7 +28,7 @@ PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] && PY=${PYTHON:-.venv/bin/python}
 export GPU_EXTRAS=${GPU_EXTRAS:-course test tune serve}
 export SKIP=${SKIP:-jupyterlab jupytext}
-export NO_FALLBACK=${NO_FALLBACK:-torch numpy pandas scipy scikit-learn matplotlib statsmodels lxml pyarrow onnx onnxruntime jax jaxlib triton}
+export NO_FALLBACK=${NO_FALLBACK:-torch numpy pandas scipy scikit-learn matplotlib statsmodels lxml pyarrow onnx onnxruntime tensorboard jax jaxlib triton}
 export KINDS=${KINDS:-/work/.library/device/KINDS.md}
 CHECK_ONLY=0
 [ "${1:-}" = "--check" ] && CHECK_ONLY=1
@@ -151,6 +151,7 @@ for n, (v, w) in {**carried, **fb}.items():
     if not fits: print(f'ERROR {w.name}: not for cp312 on manylinux x86_64'); ok = False
     if n in carried and n in gpu: print(f'WARN  {w.name}: the GPU machine already has {n}')
     if n in carried and n not in seen: print(f'WARN  {w.name}: nothing needs it any more (delete it)')
+    if n in fb and (n not in want or n in no_fallback): print(f'WARN  fallback/{w.name}: not wanted any more (delete it)')
 for n, reqs in sorted(want.items()):
     for q, who in reqs:
         if n in carried:

@@ -2,12 +2,14 @@
 
 Modules:
 
+- `trainkit.callbacks`: A progress bar, a live loss plot, TensorBoard and MLflow logs, early stopping, checkpoints and a guard against NaN: each a small class that hooks into the Learner's events.
 - `trainkit.clean`: Clean real messy records with a report of every change, decide about missing values column by column, and check the result against a schema.
 - `trainkit.cli`: `trainkit run`: every step of the course, from raw records to artifacts, as one reproducible command driven by one config file.
 - `trainkit.data`: Collect the same records from a SQLite database, a CSV file, a JSON web API and an HTML page, and check that the four agree.
 - `trainkit.datasets`: One object that carries tensors, names and a profile from data preparation into training: penguins (tabular), digits (images), breast cancer (binary), diabetes (regression) and sunspots (a time series).
 - `trainkit.label`: Label records with a widget that saves to the course database, write rules that label for you, and measure how far to trust either.
 - `trainkit.learner`: Initialise, feed forward, compute the loss, backpropagate, update, repeat: first in twenty lines by hand, then in a `Learner` that does the same thing fast on a CPU or a GPU, resumes exactly after a crash, and reports what it is doing.
+- `trainkit.models`: Linear and logistic regression, trees and forests, an MLP, a CNN, a GRU and a small Transformer — each on data that suits it, with what it costs and when to choose it.
 - `trainkit.prep`: Split 70/15/15 without leaking rows or animals between splits, then fit the preprocessing on the training split alone."""
 
 __version__ = "0.1.0"
