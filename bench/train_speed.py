@@ -110,7 +110,7 @@ def learner(ds, kind, epochs, dev, cuda_graph=False, bs=64, lr=3e-3):
     return learn.model
 
 
-def lightning(ds, kind, epochs, dev, bs=64, lr=3e-3):
+def lightning_trainer(ds, kind, epochs, dev, bs=64, lr=3e-3):
     import lightning as L
     from torch.utils.data import DataLoader, TensorDataset
 
@@ -182,7 +182,7 @@ def main(argv=None):
     methods = {"dataloader": plain_dataloader, "on-device": plain_on_device, "learner": learner}
     try:
         import lightning  # noqa: F401
-        methods["lightning"] = lightning
+        methods["lightning"] = lightning_trainer
     except ImportError:
         print("lightning not installed: its row is skipped")
     if dev.type == "cuda":

@@ -468,3 +468,11 @@ def test_clean_is_idempotent(frame_and_spec):
     pd.testing.assert_frame_equal(twice, once)
     assert rep2.dropped.empty and rep2.rows_out == rep2.rows_in == len(once)
     assert rep2.changes == [], rep2.changes
+
+
+def test_no_columns_left_raises_with_report():
+    "Every column constant: nothing is left to learn from, and the error says so (pandas 3.0 and 3.1 alike)."
+    df = pd.DataFrame({"a": [1.0, 1.0, 1.0], "b": ["x", "x", "x"]})
+    with pytest.raises(DataError, match="no columns left") as e:
+        clean(df)
+    assert {c["column"] for c in e.value.report.changes if c["rule"] == "constant"} == {"a", "b"}

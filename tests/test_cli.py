@@ -15,7 +15,7 @@ from trainkit.cli import Config, main
 from trainkit.data import penguins_csv
 
 SCRIPT = Path(sys.executable).parent / "trainkit"
-OUTPUTS = {"summary.json", "cleaning_report.md", "preprocessor.json"}
+OUTPUTS = {"summary.json", "cleaning_report.md", "preprocessor.json", "model.pt"}
 
 
 # ------------------------------------------------------------------------------------------- subprocesses
@@ -75,7 +75,7 @@ def test_script_run_writes_artifacts_and_prints_summary(cli):
     assert f"cleaned    344 -> {summary['rows']['clean']} rows" in r.out
     assert f"split      train {sizes['train']}, valid {sizes['valid']}, test {sizes['test']}" in r.out
     assert "leakage: 0 rows, 0 birds shared" in r.out
-    assert "wrote cleaning_report.md, preprocessor.json, summary.json" in r.out
+    assert "wrote cleaning_report.md, model.pt, preprocessor.json, summary.json" in r.out
     # the other two files are what they claim to be
     report = (out / "cleaning_report.md").read_text(encoding="utf-8")
     assert report.startswith(f"Cleaning: 344 rows in, {summary['rows']['clean']} rows out.")
