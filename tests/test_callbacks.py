@@ -316,3 +316,20 @@ def test_mlflow_logger_without_mlflow_in_fit(digits):
     learn = Learner(digits_mlp(), digits, device="cpu", callbacks=[MLflowLogger()])
     with pytest.raises(ImportError, match="pip install mlflow"):
         learn.fit(1, lr=3e-3)
+
+
+def test_mlflow_logger_logs_to_a_local_sqlite_store(tmp_path):
+    "With MLflow installed (an optional extra): params and per-epoch metrics land in a local SQLite store."
+    mlflow = pytest.importorskip("mlflow")
+    from trainkit.callbacks import MLflowLogger
+    from trainkit.datasets import load_datasets
+    from trainkit.learner import Learner
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    Learner(model, load_datasets("digits"), device="cpu",
+            callbacks=[MLflowLogger(tracking_uri=uri, experiment="t", run_name="r")]).fit(2, lr=1e-2)
+    client = mlflow.tracking.MlflowClient(tracking_uri=uri)
+    run = client.search_runs([client.get_experiment_by_name("t").experiment_id])[0]
+    assert run.data.params["epochs"] == "2" and run.info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "valid_loss")] == [0, 1]

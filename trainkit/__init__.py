@@ -10,6 +10,7 @@ Modules:
 - `trainkit.label`: Label records with a widget that saves to the course database, write rules that label for you, and measure how far to trust either.
 - `trainkit.learner`: Initialise, feed forward, compute the loss, backpropagate, update, repeat: first in twenty lines by hand, then in a `Learner` that does the same thing fast on a CPU or a GPU, resumes exactly after a crash, and reports what it is doing.
 - `trainkit.models`: Linear and logistic regression, trees and forests, an MLP, a CNN, a GRU and a small Transformer — each on data that suits it, with what it costs and when to choose it.
-- `trainkit.prep`: Split 70/15/15 without leaking rows or animals between splits, then fit the preprocessing on the training split alone."""
+- `trainkit.prep`: Split 70/15/15 without leaking rows or animals between splits, then fit the preprocessing on the training split alone.
+- `trainkit.tune`: Cross-validation to compare models honestly, hyperparameter search with Optuna, regularisation and early stopping against overfitting, a learning-rate finder, and a tuning panel to feel what each knob does."""
 
 __version__ = "0.1.0"
