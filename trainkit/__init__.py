@@ -7,6 +7,7 @@ Modules:
 - `trainkit.cli`: `trainkit run`: every step of the course, from raw records to artifacts, as one reproducible command driven by one config file.
 - `trainkit.data`: Collect the same records from a SQLite database, a CSV file, a JSON web API and an HTML page, and check that the four agree.
 - `trainkit.datasets`: One object that carries tensors, names and a profile from data preparation into training: penguins (tabular), digits (images), breast cancer (binary), diabetes (regression) and sunspots (a time series).
+- `trainkit.evaluate`: Accuracy, precision and recall, the confusion matrix, ROC and precision–recall curves, calibration, regression errors and per-group slices: one `Report` per model and split, scored with scikit-learn, shown as a table, saved as JSON, Markdown and plots.
 - `trainkit.label`: Label records with a widget that saves to the course database, write rules that label for you, and measure how far to trust either.
 - `trainkit.learner`: Initialise, feed forward, compute the loss, backpropagate, update, repeat: first in twenty lines by hand, then in a `Learner` that does the same thing fast on a CPU or a GPU, resumes exactly after a crash, and reports what it is doing.
 - `trainkit.models`: Linear and logistic regression, trees and forests, an MLP, a CNN, a GRU and a small Transformer — each on data that suits it, with what it costs and when to choose it.
