@@ -22,6 +22,7 @@ run: setup
 	$(BIN)/trainkit run
 
 test: setup
+	bash tools/install-browser.sh
 	bash tools/test.sh
 
 clean-env:
