@@ -15,7 +15,13 @@ from trainkit.cli import Config, main
 from trainkit.data import penguins_csv
 
 SCRIPT = Path(sys.executable).parent / "trainkit"
-OUTPUTS = {"summary.json", "cleaning_report.md", "preprocessor.json", "model.pt"}
+OUTPUTS = {"summary.json", "cleaning_report.md", "preprocessor.json", "model.pt", "evaluation"}
+
+
+@pytest.fixture(autouse=True)
+def fast(monkeypatch):
+    "Fast mode: the pipeline's tuning step runs 3 trials instead of 8 (the steps are the same)."
+    monkeypatch.setenv("TRAINKIT_FAST", "1")
 
 
 # ------------------------------------------------------------------------------------------- subprocesses
@@ -28,6 +34,7 @@ def cli(tmp_path_factory):
     assert SCRIPT.is_file(), f"console script not installed at {SCRIPT}"
     root = tmp_path_factory.mktemp("cli")
     env = {k: v for k, v in os.environ.items() if k not in ("TRAINKIT_DEVICE", "TRAINKIT_FAST")}
+    env["TRAINKIT_FAST"] = "1"  # 3 tuning trials instead of 8
     env.update(TRAINKIT_DATA=str(root / "data"), TRAINKIT_ARTIFACTS=str(root / "artifacts"), PYTHONWARNINGS="ignore")
     (root / "unknown_key.toml").write_text("[split]\nseed = 1\nseeds = 3\n", encoding="utf-8")
     jobs = {
@@ -75,7 +82,8 @@ def test_script_run_writes_artifacts_and_prints_summary(cli):
     assert f"cleaned    344 -> {summary['rows']['clean']} rows" in r.out
     assert f"split      train {sizes['train']}, valid {sizes['valid']}, test {sizes['test']}" in r.out
     assert "leakage: 0 rows, 0 birds shared" in r.out
-    assert "wrote cleaning_report.md, model.pt, preprocessor.json, summary.json" in r.out
+    assert "wrote cleaning_report.md, evaluation, model.pt, preprocessor.json, summary.json" in r.out
+    assert (out / "evaluation" / "report.md").is_file() and "test       accuracy" in r.out
     # the other two files are what they claim to be
     report = (out / "cleaning_report.md").read_text(encoding="utf-8")
     assert report.startswith(f"Cleaning: 344 rows in, {summary['rows']['clean']} rows out.")
