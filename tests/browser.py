@@ -344,3 +344,122 @@ def screenshot_on_failure(page, where: Path):
 __all__ = ["CHROMIUM", "SCREENSHOTS", "Deadline", "JupyterServer", "browser_page", "jupyter_server",
            "open_notebook", "run_all_and_wait_for_widget", "save_screenshot", "screenshot_on_failure",
            "skip_reason", "start_jupyter_lab", "write_notebook"]
+
+
+# ----------------------------------------------------------------------------------------------- widget helpers
+# Used by tests/test_browser_widgets.py: read what the kernel holds, what a widget shows, and move sliders.
+
+_KERNEL_EVAL = """async ([expr, ms]) => {
+  const w = window.jupyterapp.shell.currentWidget;
+  const k = w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel;
+  if (!k) return {ok: false, text: 'no kernel'};
+  const done = k.requestExecute({code: '', silent: true, store_history: false, user_expressions: {v: expr}}).done;
+  const late = new Promise(resolve => setTimeout(() => resolve(null), ms));
+  const reply = await Promise.race([done, late]);
+  if (!reply) return {ok: false, text: `no reply in ${ms} ms (is the kernel busy?)`};
+  const v = reply.content.user_expressions.v;
+  return v.status === 'ok' ? {ok: true, text: v.data['text/plain']} : {ok: false, text: `${v.ename}: ${v.evalue}`};
+}"""
+
+
+def kernel_eval(page, expr: str, deadline: Deadline, cap_s: float = 10):
+    """`expr` evaluated in the open notebook's kernel, as a Python value (`ast.literal_eval` of its repr, else the repr).
+
+    Runs as a silent request with a user expression: no output, no history, no execution count. It goes out on the
+    shell channel behind every comm message the page has already sent, so it also tells when the kernel has seen
+    a widget change (ipywidgets may hold back a burst of slider updates until the kernel is idle)."""
+    import ast
+    res = page.evaluate(_KERNEL_EVAL, [expr, deadline.ms(cap_s)])
+    if not res["ok"]:
+        raise AssertionError(f"kernel: {expr!r} failed: {res['text']}")
+    try:
+        return ast.literal_eval(res["text"])
+    except (ValueError, SyntaxError):
+        return res["text"]
+
+
+def wait_for_kernel(page, expr: str, predicate, deadline: Deadline, cap_s: float = 10, what: str = ""):
+    "Poll `expr` in the kernel until `predicate(value)` holds; return the value. Fails with the last value seen."
+    end = time.monotonic() + min(cap_s, max(deadline.left(), 0))
+    while True:
+        value = kernel_eval(page, expr, deadline)
+        if predicate(value):
+            return value
+        if time.monotonic() >= end:
+            raise AssertionError(f"kernel: {expr} is {value!r} after {cap_s:.0f} s{f' (waiting for {what})' if what else ''}")
+        time.sleep(0.1)
+
+
+def slider_by_label(container, label: str):
+    "The ipywidgets slider in `container` whose description is exactly `label`."
+    import re
+    page = container.page
+    return container.locator(".widget-slider", has=page.locator(".widget-label", has_text=re.compile(rf"^{re.escape(label)}$")))
+
+
+def press_on_slider(slider, keys: list[str] | str, deadline: Deadline) -> str:
+    "Focus the slider's handle and press `keys` (e.g. ['ArrowRight'] * 2, 'End') as a user would; return the readout."
+    handle = slider.locator(".noUi-handle")
+    handle.focus(timeout=deadline.ms(10))
+    for key in [keys] if isinstance(keys, str) else keys:
+        handle.press(key, timeout=deadline.ms(5))
+    return slider.locator(".widget-readout").inner_text(timeout=deadline.ms(5))
+
+
+def drag_slider(slider, fraction: float, deadline: Deadline) -> str:
+    "Drag the slider's handle with the mouse to `fraction` (0..1) of its track; return the readout."
+    page = slider.page
+    handle, track = slider.locator(".noUi-handle"), slider.locator(".noUi-base")
+    handle.scroll_into_view_if_needed(timeout=deadline.ms(5))
+    h, t = handle.bounding_box(timeout=deadline.ms(5)), track.bounding_box(timeout=deadline.ms(5))
+    y = h["y"] + h["height"] / 2
+    page.mouse.move(h["x"] + h["width"] / 2, y)
+    page.mouse.down()
+    page.mouse.move(t["x"] + fraction * t["width"], y, steps=12)
+    page.mouse.up()
+    return slider.locator(".widget-readout").inner_text(timeout=deadline.ms(5))
+
+
+_IMAGE_BYTES = """async el => {
+  if (!el.src) return '';
+  const buf = new Uint8Array(await (await fetch(el.src)).arrayBuffer());
+  let s = '';
+  for (let i = 0; i < buf.length; i += 0x8000) s += String.fromCharCode.apply(null, buf.subarray(i, i + 0x8000));
+  return btoa(s);
+}"""
+
+
+def image_bytes(img, deadline: Deadline) -> bytes:
+    "The bytes an ipywidgets Image (an <img> with a blob: or data: URL) shows; b'' when it has none."
+    import base64
+    for attempt in range(3):  # a blob URL revoked by an update in between: read the new one
+        try:
+            return base64.b64decode(img.evaluate(_IMAGE_BYTES, timeout=deadline.ms(10)))
+        except Exception:
+            if attempt == 2:
+                raise
+            time.sleep(0.2)
+
+
+def png_size(data: bytes) -> tuple[int, int] | None:
+    "(width, height) of a PNG, or None if `data` is not one."
+    import struct
+    if len(data) < 24 or data[:8] != b"\x89PNG\r\n\x1a\n" or data[12:16] != b"IHDR":
+        return None
+    return struct.unpack(">II", data[16:24])
+
+
+_HTML_TABLE = """el => {
+  const t = el.querySelector('table');
+  if (!t) return null;
+  return Array.from(t.querySelectorAll('tr')).map(tr => Array.from(tr.children).map(c => c.textContent.trim()));
+}"""
+
+
+def html_table(locator, deadline: Deadline) -> list[list[str]] | None:
+    "The rows (lists of cell texts, header rows included) of the first <table> inside `locator`; None if none."
+    return locator.evaluate(_HTML_TABLE, timeout=deadline.ms(5))
+
+
+__all__ += ["drag_slider", "html_table", "image_bytes", "kernel_eval", "png_size", "press_on_slider",
+            "slider_by_label", "wait_for_kernel"]
