@@ -341,7 +341,7 @@ def screenshot_on_failure(page, where: Path):
         raise
 
 
-__all__ = ["CHROMIUM", "SCREENSHOTS", "Deadline", "JupyterServer", "browser_page", "jupyter_server",
+__all__ = ["CHROMIUM", "SCREENSHOTS", "require_browser", "Deadline", "JupyterServer", "browser_page", "jupyter_server",
            "open_notebook", "run_all_and_wait_for_widget", "save_screenshot", "screenshot_on_failure",
            "skip_reason", "start_jupyter_lab", "write_notebook"]
 
@@ -463,3 +463,12 @@ def html_table(locator, deadline: Deadline) -> list[list[str]] | None:
 
 __all__ += ["drag_slider", "html_table", "image_bytes", "kernel_eval", "png_size", "press_on_slider",
             "slider_by_label", "wait_for_kernel"]
+
+
+def require_browser():
+    "Skip the calling test module where Chromium or Playwright is missing; fail instead if TRAINKIT_BROWSER_REQUIRED=1 (CI)."
+    why = skip_reason()
+    if why:
+        if os.environ.get("TRAINKIT_BROWSER_REQUIRED") == "1":
+            raise RuntimeError(f"browser tests are required here (TRAINKIT_BROWSER_REQUIRED=1) but cannot run: {why}")
+        pytest.skip(why, allow_module_level=True)

@@ -6,21 +6,16 @@ Each test draws every wait from one time budget (`Deadline`); the server fixture
 """
 from __future__ import annotations
 
-import os
 import re
 
 import pytest
 
 from browser import (  # noqa: F401  (jupyter_server, browser_page: fixtures, used by name)
     Deadline, browser_page, jupyter_server, open_notebook, run_all_and_wait_for_widget, save_screenshot,
-    screenshot_on_failure, skip_reason, write_notebook,
+    screenshot_on_failure, require_browser, write_notebook,
 )
 
-_why = skip_reason()
-if _why:
-    if os.environ.get("TRAINKIT_BROWSER_REQUIRED") == "1":
-        raise RuntimeError(f"browser tests are required here (TRAINKIT_BROWSER_REQUIRED=1) but cannot run: {_why}")
-    pytest.skip(_why, allow_module_level=True)
+require_browser()
 
 pytestmark = pytest.mark.browser
 

@@ -8,7 +8,6 @@ checked against what the kernel holds and against trainkit's own functions run h
 from __future__ import annotations
 
 import json
-import os
 import re
 
 import numpy as np
@@ -16,26 +15,13 @@ import pytest
 
 from browser import (  # noqa: F401  (jupyter_server, browser_page: fixtures, used by name)
     VIEWPORT, Deadline, browser_page, drag_slider, html_table, image_bytes, jupyter_server, kernel_eval, open_notebook,
-    png_size, press_on_slider, run_all_and_wait_for_widget, save_screenshot, screenshot_on_failure, skip_reason,
+    png_size, press_on_slider, run_all_and_wait_for_widget, save_screenshot, screenshot_on_failure, require_browser,
     slider_by_label, wait_for_kernel, write_notebook,
 )
 
-_why = skip_reason()
-if _why:
-    if os.environ.get("TRAINKIT_BROWSER_REQUIRED") == "1":
-        raise RuntimeError(f"browser tests are required here (TRAINKIT_BROWSER_REQUIRED=1) but cannot run: {_why}")
-    pytest.skip(_why, allow_module_level=True)
+require_browser()
 
 pytestmark = pytest.mark.browser
-
-
-def _threshold_widget_missing() -> str | None:
-    "Why the threshold widget cannot be tested (trainkit.evaluate not there yet), or None."
-    try:
-        from trainkit.evaluate import at_threshold, evaluate, threshold_widget  # noqa: F401
-    except ImportError as e:
-        return f"trainkit.evaluate has no threshold_widget / at_threshold / evaluate yet ({e})"
-    return None
 
 
 # ----------------------------------------------------------------------------------------------- tuning panel
@@ -203,9 +189,6 @@ def _expected_text(r: dict) -> tuple[list[list[int]], str]:
 
 def test_threshold_widget_in_jupyterlab(jupyter_server, browser_page, tmp_path):
     "Move the threshold with keys and the mouse: the confusion matrix, precision and recall follow at_threshold."
-    why = _threshold_widget_missing()
-    if why:
-        pytest.skip(why)
     from playwright.sync_api import expect
 
     from trainkit.evaluate import at_threshold
