@@ -1,4 +1,4 @@
-"""Real-browser tests of the tuning panel (trainkit.tune) and the threshold widget (trainkit.evaluate) in JupyterLab.
+"""Real-browser tests of the tuning panel (trainkit.panel) and the threshold widget (trainkit.evaluate) in JupyterLab.
 
 Marker `browser`; the same setup and skip rules as tests/test_browser.py (helpers in tests/browser.py): Debian's
 headless Chromium through Playwright, a local JupyterLab, every cell run with JupyterLab's own command. Sliders are
@@ -28,7 +28,7 @@ pytestmark = pytest.mark.browser
 
 PANEL_SETUP = """\
 from trainkit.datasets import load_datasets
-from trainkit.tune import TuningPanel
+from trainkit.panel import TuningPanel
 panel = TuningPanel(load_datasets("digits"))
 panel.set(epochs=3)
 """

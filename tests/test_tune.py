@@ -35,7 +35,8 @@ from trainkit.datasets import Datasets, load_datasets, load_penguins  # noqa: E4
 from trainkit.learner import Learner  # noqa: E402
 from trainkit.models import MLP  # noqa: E402
 from trainkit.prep import split as split_frame  # noqa: E402
-from trainkit.tune import (METRICS, L1Penalty, OptunaPruning, TuningPanel, check_metric, check_space,  # noqa: E402
+from trainkit.panel import TuningPanel  # noqa: E402
+from trainkit.tune import (METRICS, L1Penalty, OptunaPruning, check_metric, check_space,  # noqa: E402
                            cross_validate, lr_find, plot_search, search, suggest)
 
 warnings.filterwarnings("ignore", category=UserWarning, module="optuna")  # "experimental" notices
@@ -458,7 +459,7 @@ def test_two_processes_share_one_sqlite_study(tmp_path):
     for rc, so, se in results:
         errors = [ln for ln in se.splitlines() if re.match(r"[\w.]+(Error|Exception): ", ln)]
         last = errors[-1] if errors else "\n".join(se.strip().splitlines()[-3:])
-        assert rc == 0, f"worker exited {rc}; its error (no retry in trainkit.tune.search):\n{last}"
+        assert rc == 0, f"worker exited {rc}; its error (trainkit.tune.search retries study creation):\n{last}"
         assert so.startswith("done ")
     study = optuna.load_study(study_name="shared", storage=f"sqlite:///{db}")
     states = [t.state for t in study.trials]

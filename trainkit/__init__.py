@@ -8,10 +8,12 @@ Modules:
 - `trainkit.data`: Collect the same records from a SQLite database, a CSV file, a JSON web API and an HTML page, and check that the four agree.
 - `trainkit.datasets`: One object that carries tensors, names and a profile from data preparation into training: penguins (tabular), digits (images), breast cancer (binary), diabetes (regression) and sunspots (a time series).
 - `trainkit.evaluate`: Accuracy, precision and recall, the confusion matrix, ROC and precision–recall curves, calibration, regression errors and per-group slices: one `Report` per model and split, scored with scikit-learn, shown as a table, saved as JSON, Markdown and plots.
+- `trainkit.export`: Weights as safetensors, the fitted preprocessing as JSON, an ONNX graph and a manifest with the schema, metrics, training-data profile and a sha256 of every file: written atomically, verified before anything in it is read, and predicting on raw records exactly as the notebook did.
 - `trainkit.label`: Label records with a widget that saves to the course database, write rules that label for you, and measure how far to trust either.
 - `trainkit.learner`: Initialise, feed forward, compute the loss, backpropagate, update, repeat: first in twenty lines by hand, then in a `Learner` that does the same thing fast on a CPU or a GPU, resumes exactly after a crash, and reports what it is doing.
 - `trainkit.models`: Linear and logistic regression, trees and forests, an MLP, a CNN, a GRU and a small Transformer — each on data that suits it, with what it costs and when to choose it.
+- `trainkit.panel`: Sliders for the hyperparameters, a Train button, curves that draw themselves while the model trains, a history of runs and a comparison of two: feel what each knob does.
 - `trainkit.prep`: Split 70/15/15 without leaking rows or animals between splits, then fit the preprocessing on the training split alone.
-- `trainkit.tune`: Cross-validation to compare models honestly, hyperparameter search with Optuna, regularisation and early stopping against overfitting, a learning-rate finder, and a tuning panel to feel what each knob does."""
+- `trainkit.tune`: Cross-validation to compare models honestly, hyperparameter search with Optuna, regularisation and early stopping against overfitting, and a learning-rate finder. (Step 4b adds a tuning panel to feel what each knob does.)"""
 
 __version__ = "0.1.0"
