@@ -25,7 +25,8 @@ from torch import nn
 from trainkit.callbacks import Checkpoint
 from trainkit.core import DataError
 from trainkit.datasets import Datasets, load_datasets
-from trainkit.learner import (CHECKPOINT_FORMAT, Callback, CancelBatch, CancelEpoch, CancelFit, Learner, _lr_table,
+from trainkit.graphs import _lr_table
+from trainkit.learner import (CHECKPOINT_FORMAT, Callback, CancelBatch, CancelEpoch, CancelFit, Learner,
                               classification_metrics, regression_metrics)
 from trainkit.models import MLP
 
