@@ -15,6 +15,7 @@ Modules:
 - `trainkit.models`: Linear and logistic regression, trees and forests, an MLP, a CNN, a GRU and a small Transformer — each on data that suits it, with what it costs and when to choose it.
 - `trainkit.panel`: Sliders for the hyperparameters, a Train button, curves that draw themselves while the model trains, a history of runs and a comparison of two: feel what each knob does.
 - `trainkit.prep`: Split 70/15/15 without leaking rows or animals between splits, then fit the preprocessing on the training split alone.
+- `trainkit.registry`: A local folder of verified bundles with their metrics and lineage, a listing that compares them, and a `CURRENT` pointer that is switched atomically, only to a bundle that verifies, and can be rolled back.
 - `trainkit.tune`: Cross-validation to compare models honestly, hyperparameter search with Optuna, regularisation and early stopping against overfitting, and a learning-rate finder. (Step 4b adds a tuning panel to feel what each knob does.)"""
 
 __version__ = "0.1.0"

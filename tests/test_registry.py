@@ -1,0 +1,238 @@
+"""Registry (trainkit.registry): add/list/promote/rollback/load round trip, tampered versions refused
+with the pointer kept, crashes in the middle of add or promote leaving the previous good state, and
+a DataError naming the version or file for every bad input."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("safetensors")
+
+import trainkit.core  # noqa: E402
+import trainkit.export  # noqa: E402
+import trainkit.registry  # noqa: E402
+from trainkit.core import DataError  # noqa: E402
+from trainkit.datasets import load_datasets  # noqa: E402
+from trainkit.evaluate import evaluate  # noqa: E402
+from trainkit.export import export, load_bundle  # noqa: E402
+from trainkit.learner import Learner  # noqa: E402
+from trainkit.models import MLP  # noqa: E402
+from trainkit.registry import Registry, git_commit  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def learners(tmp_path_factory):
+    "Two tiny penguin MLPs trained with different settings, with validation reports (built once)."
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TRAINKIT_DATA", str(tmp_path_factory.mktemp("data")))
+        data = load_datasets("penguins")
+        out = []
+        for hidden, lr in [((4,), 1e-3), ((16,), 1e-2)]:
+            torch.manual_seed(0)
+            learn = Learner(MLP(data.X_train.shape[1], data.n_classes, hidden), data, device="cpu").fit(2, lr=lr)
+            out.append((learn, evaluate(learn, data, "valid")))
+    return out
+
+
+@pytest.fixture(scope="module")
+def _filled(learners, tmp_path_factory):
+    "A registry with v1 and v2 added (no promotion), built once and copied per test."
+    reg = Registry(tmp_path_factory.mktemp("reg") / "registry")
+    for learn, report in learners:
+        reg.add(learn, report=report)
+    return reg.root
+
+
+@pytest.fixture
+def reg(_filled, tmp_path):
+    shutil.copytree(_filled, tmp_path / "registry")
+    return Registry(tmp_path / "registry")
+
+
+def flip_bit(path):
+    b = bytearray(path.read_bytes())
+    b[-5] ^= 1
+    path.write_bytes(bytes(b))
+
+
+def test_round_trip(reg, learners):
+    assert reg.names() == ["v1", "v2"] and reg.current() is None
+    assert reg.promote("v1") == "v1" and reg.current() == "v1"
+    reg.promote("v2")
+    assert reg.current() == "v2"
+    assert reg.load().path.name == "v2" and reg.load("v1").path.name == "v1"
+    assert reg.load().manifest["metrics"]["accuracy"] == pytest.approx(learners[1][1].metrics["accuracy"])
+    assert reg.rollback() == "v1" and reg.current() == "v1"
+    with pytest.raises(DataError, match="no earlier one"):
+        reg.rollback()
+    hist = reg.history()
+    assert list(hist.action) == ["promote", "promote", "rollback"] and list(hist.version) == ["v1", "v2", "v1"]
+    assert (reg.root / "CURRENT").read_text().strip() == "v1" and not (reg.root / "CURRENT").is_symlink()
+
+
+def test_rollback_is_a_stack(reg, learners):
+    reg.add(learners[0][0], version="v3")
+    for v in ("v1", "v2", "v3"):
+        reg.promote(v)
+    assert [reg.rollback(), reg.rollback()] == ["v2", "v1"]
+    reg.promote("v3")
+    assert reg.rollback() == "v1"
+
+
+def test_versions_compares_metrics_and_lineage(reg, learners):
+    reg.promote("v2")
+    t = reg.versions()
+    assert list(t.index) == ["v1", "v2"] and list(t.current) == [False, True]
+    for v, (learn, report) in zip(t.index, learners):
+        assert t.loc[v, "accuracy"] == pytest.approx(report.metrics["accuracy"])
+        assert t.loc[v, "lr"] == learn.lr
+    assert t.loc["v1", "model"] == "MLP[4]" and t.loc["v2", "model"] == "MLP[16]"
+    assert t.data_sha256.nunique() == 1 and len(t.data_sha256.iloc[0]) == 12
+    assert t.loc["v1", "trainkit"] == trainkit.__version__ and set(t.metrics_from) == {"report:valid"}
+    assert t.loc["v1", "parent"] is None
+    assert reg.add(learners[0][0]) == "v3" and reg.versions().loc["v3", "parent"] == "v2"  # default parent: current
+
+
+def test_add_copies_a_verified_bundle(reg, learners, tmp_path):
+    src = export(learners[0][0], tmp_path / "elsewhere")
+    assert reg.add(src, version="from-disk", parent="v1") == "from-disk"
+    assert reg.load("from-disk").manifest["training_data_sha256"] == load_bundle(src).manifest["training_data_sha256"]
+    assert reg.versions().loc["from-disk", "parent"] == "v1"
+    flip_bit(src / "weights.safetensors")
+    with pytest.raises(DataError, match="weights.safetensors"):
+        reg.add(src, version="bad")
+    assert "bad" not in reg.names() and not (reg.root / "versions" / "bad").exists()
+
+
+def test_promote_refuses_tampered_version(reg):
+    reg.promote("v1")
+    flip_bit(reg.root / "versions" / "v2" / "weights.safetensors")
+    with pytest.raises(DataError, match=r"promote v2: refused.*weights.safetensors.*CURRENT stays v1"):
+        reg.promote("v2")
+    (reg.root / "versions" / "v1" / "model.pkl").write_bytes(b"\x80\x04.")
+    assert reg.current() == "v1"
+    with pytest.raises(DataError, match="model.pkl"):
+        reg.load()  # load verifies too
+    (reg.root / "versions" / "v1" / "model.pkl").unlink()
+    assert reg.load().path.name == "v1" and list(reg.history().version) == ["v1"]
+
+
+def test_rollback_refuses_tampered_target(reg):
+    reg.promote("v1")
+    reg.promote("v2")
+    flip_bit(reg.root / "versions" / "v1" / "model.onnx")
+    with pytest.raises(DataError, match="rollback v1: refused.*model.onnx"):
+        reg.rollback()
+    assert reg.current() == "v2"
+
+
+@pytest.mark.parametrize("where", ["CURRENT", "history", "os.replace"])
+def test_crash_in_promote_keeps_previous(reg, monkeypatch, where):
+    reg.promote("v1")
+    real_aw, real_replace = trainkit.registry.atomic_write, trainkit.core.os.replace
+
+    def aw(path, *a, **k):
+        if path.name == ("CURRENT" if where == "CURRENT" else "history.jsonl"):
+            raise OSError("disk full")
+        return real_aw(path, *a, **k)
+
+    def replace(src, dst):
+        raise OSError("power cut")
+
+    if where == "os.replace":
+        monkeypatch.setattr(trainkit.core.os, "replace", replace)
+    else:
+        monkeypatch.setattr(trainkit.registry, "atomic_write", aw)
+    with pytest.raises(OSError):
+        reg.promote("v2")
+    monkeypatch.setattr(trainkit.registry, "atomic_write", real_aw)
+    monkeypatch.setattr(trainkit.core.os, "replace", real_replace)
+    assert reg.current() == "v1" and reg.load().path.name == "v1"
+    assert not [p for p in reg.root.iterdir() if p.name.endswith(".tmp")]
+    # a history line written before the crash is never taken for a promotion that happened
+    with pytest.raises(DataError, match="no earlier one"):
+        reg.rollback()
+    reg.promote("v2")
+    assert reg.rollback() == "v1"
+
+
+def test_crash_in_add_lists_no_half_version(reg, learners, monkeypatch):
+    def boom(*a, **k):
+        raise RuntimeError("killed mid-export")
+
+    monkeypatch.setattr(trainkit.export, "_onnx_bytes", boom)
+    with pytest.raises(RuntimeError):
+        reg.add(learners[0][0])
+    monkeypatch.undo()
+    real_aw = trainkit.registry.atomic_write
+
+    def aw(path, *a, **k):
+        if path.parent.name == "records":
+            raise OSError("disk full")
+        return real_aw(path, *a, **k)
+
+    monkeypatch.setattr(trainkit.registry, "atomic_write", aw)
+    with pytest.raises(OSError):
+        reg.add(learners[0][0])
+    monkeypatch.undo()
+    assert reg.names() == ["v1", "v2"] and list(reg.versions().index) == ["v1", "v2"]
+    assert sorted(p.name for p in (reg.root / "versions").iterdir()) == ["v1", "v2"]
+    # a process killed after the bundle landed but before its record: not listed, name not reused
+    shutil.copytree(reg.root / "versions" / "v2", reg.root / "versions" / "v3")
+    assert reg.names() == ["v1", "v2"]
+    with pytest.raises(DataError, match="Unknown version 'v3'"):
+        reg.promote("v3")
+    assert reg.add(learners[0][0]) == "v4"
+
+
+def test_bad_inputs(reg, learners, tmp_path):
+    empty = Registry(tmp_path / "empty")
+    assert empty.current() is None and empty.versions().empty and empty.names() == []
+    for call in (lambda: empty.promote("v1"), empty.load, lambda: empty.load("v1")):
+        with pytest.raises(DataError, match="holds no versions"):
+            call()
+    with pytest.raises(DataError, match="nothing has been promoted"):
+        empty.rollback()
+    with pytest.raises(DataError, match=r"Unknown version 'v9'.*v1, v2"):
+        reg.promote("v9")
+    with pytest.raises(DataError, match="no version has been promoted"):
+        reg.load()
+    with pytest.raises(DataError, match="nothing has been promoted"):
+        reg.rollback()
+    with pytest.raises(DataError, match="already exists"):
+        reg.add(learners[0][0], version="v1")
+    with pytest.raises(DataError, match="version='../x'"):
+        reg.add(learners[0][0], version="../x")
+    with pytest.raises(DataError, match="Unknown version 'nope'"):
+        reg.add(learners[0][0], parent="nope")
+    with pytest.raises(DataError, match="No bundle folder"):
+        reg.add(tmp_path / "missing")
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(DataError, match="not a folder"):
+        Registry(tmp_path / "afile")
+    for junk in ("v7\n", "../../etc/passwd", "\x00\xff"):
+        (reg.root / "CURRENT").write_text(junk)
+        with pytest.raises(DataError, match="CURRENT: holds"):
+            reg.current()
+        assert "current=None" in repr(reg)
+    reg.promote("v1")  # promoting repairs a corrupted pointer
+    assert reg.current() == "v1"
+    with open(reg.root / "history.jsonl", "a") as f:
+        f.write("not json\n")
+    with pytest.raises(DataError, match="history.jsonl: line 2"):
+        reg.rollback()
+    (reg.root / "records" / "v2.json").write_text("{")
+    with pytest.raises(DataError, match="records/v2.json: unreadable"):
+        reg.versions()
+
+
+def test_git_commit(tmp_path):
+    assert git_commit(cwd=tmp_path) is None
+    assert git_commit(cwd=tmp_path / "does-not-exist") is None
+    sha = git_commit()
+    assert sha is None or len(sha) == 40
+    json.dumps(sha)
