@@ -23,6 +23,7 @@ run: setup
 
 test: setup
 	bash tools/install-browser.sh
+	bash tools/install-services.sh
 	bash tools/test.sh
 
 clean-env:

@@ -13,6 +13,7 @@ import pytest
 
 from trainkit.cli import Config, main
 from trainkit.data import penguins_csv
+from trainkit.registry import Registry
 
 SCRIPT = Path(sys.executable).parent / "trainkit"
 OUTPUTS = {"summary.json", "cleaning_report.md", "preprocessor.json", "model.pt", "evaluation"}
@@ -74,8 +75,17 @@ def test_script_run_writes_artifacts_and_prints_summary(cli):
     assert set(sizes) == {"train", "valid", "test"} and sum(sizes.values()) == summary["rows"]["clean"]
     assert summary["leakage"] == {"rows": 0, "groups": 0}
     assert summary["classes"] == ["Adelie", "Chinstrap", "Gentoo"]
-    assert summary["config"] == {**asdict(Config()), "output": {"dir": str(out)}}
+    assert summary["config"] == {**asdict(Config()), "output": {**asdict(Config())["output"], "dir": str(out)}}
     assert "device" in summary["environment"]
+    # the model was exported into the default registry (under TRAINKIT_ARTIFACTS), verified and promoted
+    registry = cli["root"] / "artifacts" / "registry"
+    assert summary["deployed"] == {"registry": str(registry), "version": "v1", "promoted": True, "previous": None}
+    assert Registry(registry).current() == "v1" and Registry(registry).load().classes == summary["classes"]
+    assert f"deployed   v1 -> {registry} (promoted)" in r.out
+    assert f"serve it:  trainkit serve --registry {registry}" in r.out
+    curl = next(l for l in r.out.splitlines() if l.startswith("then:      curl -s 127.0.0.1:8000/predict"))
+    record = json.loads(curl.split(" -d '", 1)[1].rstrip("'"))  # a real raw record the service accepts
+    assert set(record) == {c["name"] for c in Registry(registry).load().manifest["input"]["columns"]}
     # the printed summary says the same
     assert f"trainkit run -> {out}" in r.out
     assert "collected  344 rows x 17 columns from default" in r.out
@@ -134,7 +144,7 @@ def test_config_output_round_trips_through_config_flag(capsys, tmp_path):
     rc, printed, err = run_main(capsys, "run", "--config", str(f), "--out", str(out), "--quiet")
     assert rc == 0, err
     summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
-    assert summary["config"] == {**asdict(Config()), "output": {"dir": str(out)}}
+    assert summary["config"] == {**asdict(Config()), "output": {**asdict(Config())["output"], "dir": str(out)}}
     assert {p.name for p in out.iterdir()} == OUTPUTS
 
 

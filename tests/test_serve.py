@@ -1,0 +1,386 @@
+"""The REST service (trainkit.serve): parity over HTTP, strict validation (4xx, never 500, for malformed
+requests), the API key, readiness, reloads on promotion under load, crashes mid-promotion, metrics, drift
+and the `trainkit serve` command."""
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import threading
+import time
+
+import httpx
+import numpy as np
+import pytest
+import torch
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from serving import cli_server, make_registry, records, test_split, train, wait_ready
+from test_deploy_files import contract_problems
+from trainkit.core import DataError
+from trainkit.export import export, load_bundle
+from trainkit.registry import Registry
+from trainkit.serve import Encoder, background, create_app, load_served, record_model
+
+
+@pytest.fixture(scope="module")
+def learner():
+    return train()
+
+
+@pytest.fixture(scope="module")
+def test_df():
+    return test_split()
+
+
+@pytest.fixture
+def reg(tmp_path, learner):
+    return make_registry(tmp_path / "registry", learner)
+
+
+@pytest.fixture
+def columns(reg):
+    return [c["name"] for c in reg.manifest("v1")["input"]["columns"]]
+
+
+@pytest.fixture
+def rows(test_df, columns):
+    return records(test_df, columns)
+
+
+@pytest.fixture
+def client(reg):
+    with TestClient(create_app(reg, poll=0.05)) as c:
+        yield c
+
+
+def probs(answers, classes):
+    return np.array([[a["probabilities"][c] for c in classes] for a in answers])
+
+
+# ------------------------------------------------------------------------------------------ parity
+
+def test_http_predictions_equal_the_notebook_model(client, learner, rows, reg):
+    "The test split as raw JSON records: /predict/batch and /predict give the Learner's probabilities to 1e-5."
+    expected = learner.predict(learner.data.X_test).numpy()
+    classes = reg.manifest("v1")["classes"]
+    r = client.post("/predict/batch", json={"instances": rows})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["version"] == "v1" and len(body["predictions"]) == len(rows)
+    np.testing.assert_allclose(probs(body["predictions"], classes), expected, atol=1e-5)
+    single = [client.post("/predict", json=row).json() for row in rows[:10]]
+    np.testing.assert_allclose(probs(single, classes), expected[:10], atol=1e-5)
+    assert [s["prediction"] for s in single] == [classes[i] for i in expected[:10].argmax(1)]
+    assert client.post("/invocations", json={"instances": rows[:3]}).json()["predictions"] == body["predictions"][:3]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_encoder_equals_preprocessor_on_generated_records(reg, data):
+    "Oracle: the hand-written Encoder gives Preprocessor.transform's numbers for any record the schema accepts."
+    bundle = reg.load()
+    schema = bundle.manifest["input"]
+    record_model(schema)  # the same schema the service validates with
+    row = {}
+    for col in schema["columns"]:
+        if col["dtype"] == "float":
+            span = col["max"] - col["min"]
+            value = st.floats(col["min"] - span, col["max"] + span, allow_nan=False)
+        else:
+            value = st.sampled_from(col["categories"])
+        row[col["name"]] = data.draw(st.none() | value if col["nullable"] else value, label=col["name"])
+    import pandas as pd
+    frame = pd.DataFrame([row]).astype({c["name"]: float for c in schema["columns"] if c["dtype"] == "float"})
+    np.testing.assert_allclose(Encoder(bundle)([row]), bundle.preprocessor.transform(frame), rtol=1e-6, atol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------ bad input
+
+def _malformed(record: dict) -> list[tuple[str, str, object, int, str | None]]:
+    """(name, path, body, expected status, a field the detail must name). Bodies are bytes (sent as they are)
+    or JSON-able values."""
+    r = record
+    nan = json.dumps({**r, "culmen_length_mm": float("nan")}).encode()
+    inf = json.dumps({**r, "body_mass_g": float("inf")}).encode()
+    ninf = json.dumps({**r, "body_mass_g": float("-inf")}).encode()
+    huge = json.dumps(r).replace('"body_mass_g": ', '"body_mass_g": 1e400, "x": ').encode()
+    return [
+        ("nan literal", "/predict", nan, 422, "culmen_length_mm"),
+        ("infinity literal", "/predict", inf, 422, "body_mass_g"),
+        ("-infinity literal", "/predict", ninf, 422, "body_mass_g"),
+        ("overflowing number", "/predict", huge, 422, "body_mass_g"),
+        ("number as text", "/predict", {**r, "culmen_depth_mm": "18.5"}, 422, "culmen_depth_mm"),
+        ("bool as number", "/predict", {**r, "flipper_length_mm": True}, 422, "flipper_length_mm"),
+        ("object as number", "/predict", {**r, "flipper_length_mm": {"v": 1}}, 422, "flipper_length_mm"),
+        ("unit error (4000 mm bill)", "/predict", {**r, "culmen_length_mm": 4000.0}, 422, "culmen_length_mm"),
+        ("negative mass", "/predict", {**r, "body_mass_g": -5000.0}, 422, "body_mass_g"),
+        ("unknown category", "/predict", {**r, "island": "Atlantis"}, 422, "island"),
+        ("null category", "/predict", {**r, "island": None}, 422, "island"),
+        ("very long category", "/predict", {**r, "island": "B" * 100_000}, 422, "island"),
+        ("missing field", "/predict", {k: v for k, v in r.items() if k != "sex"}, 422, "sex"),
+        ("extra field", "/predict", {**r, "bill_lenght_mm": 40.0}, 422, "bill_lenght_mm"),
+        ("empty object", "/predict", {}, 422, "island"),
+        ("array body", "/predict", [r], 422, None),
+        ("scalar body", "/predict", 42, 422, None),
+        ("null body", "/predict", None, 422, None),
+        ("empty body", "/predict", b"", 422, None),
+        ("truncated JSON", "/predict", json.dumps(r).encode()[:-5], 422, None),
+        ("invalid UTF-8", "/predict", b'{"island": "\xff\xfe"}', 422, None),
+        ("binary garbage", "/predict", bytes(range(256)), 422, None),
+        ("deeply nested", "/predict", b"[" * 20_000 + b"]" * 20_000, 422, None),
+        ("body over 1 MiB", "/predict", {**r, "pad": "x" * (2**20 + 10)}, 413, None),
+        ("batch: no instances", "/predict/batch", {"instances": []}, 422, "instances"),
+        ("batch: over max_batch", "/predict/batch", {"instances": [r] * 1001}, 422, "instances"),
+        ("batch: one bad record", "/predict/batch", {"instances": [r, {**r, "sex": 3}]}, 422, "sex"),
+        ("batch: wrong key", "/predict/batch", {"records": [r]}, 422, "instances"),
+        ("batch: instances not a list", "/predict/batch", {"instances": r}, 422, "instances"),
+        ("single record to batch", "/invocations", r, 422, None),
+    ]
+
+
+def test_at_least_fifteen_malformed_payloads():
+    assert len(_malformed({"island": "Biscoe", "sex": "male", "body_mass_g": 1.0})) >= 15
+
+
+@pytest.mark.parametrize("case", range(30))
+def test_malformed_payload_gets_4xx_never_500(client, rows, case):
+    cases = _malformed(rows[0])
+    name, path, body, status, field = cases[case]
+    if isinstance(body, bytes):
+        r = client.post(path, content=body, headers={"content-type": "application/json"})
+    else:
+        r = client.post(path, json=body)
+    assert r.status_code == status, (name, r.status_code, r.text[:300])
+    detail = r.json()["detail"]  # JSON, even for NaN or bytes: the handler never echoes input
+    assert "NaN" not in r.text and "Infinity" not in r.text
+    if field is not None:
+        assert any(field in map(str, d["loc"]) for d in detail), (name, detail)
+    assert client.get("/health").status_code == 200  # and the service is still up
+
+
+def test_wrong_methods_and_paths(client):
+    assert client.get("/predict").status_code == 405
+    assert client.put("/model").status_code == 405
+    assert client.get("/no/such/path").status_code == 404
+    metrics = client.get("/metrics").text
+    assert 'endpoint="other"' in metrics and "/no/such/path" not in metrics  # no time series per scanned URL
+
+
+def test_nan_model_answers_500_with_a_reason_never_200_null(tmp_path, learner, rows):
+    broken = train(epochs=1)
+    with torch.no_grad():
+        next(m for m in broken.model.net if isinstance(m, torch.nn.Linear)).weight.fill_(float("nan"))
+    app = create_app(bundle=export(broken, tmp_path / "bundles"))
+    with TestClient(app) as c:
+        r = c.post("/predict", json=rows[0])
+        assert r.status_code == 500 and "non-finite" in r.json()["detail"], r.text
+        r = c.post("/predict/batch", json={"instances": rows[:5]})
+        assert r.status_code == 500 and "null" not in r.text
+        assert 'trainkit_errors_total{endpoint="/predict",kind="model"} 1.0' in c.get("/metrics").text
+
+
+# ------------------------------------------------------------------------------------------ auth, readiness
+
+def test_api_key(reg, rows):
+    with TestClient(create_app(reg, api_key="s3cret")) as c:
+        for path, body in [("/predict", rows[0]), ("/predict/batch", {"instances": rows[:2]}), ("/invocations", {"instances": rows[:2]})]:
+            assert c.post(path, json=body).status_code == 401
+            assert c.post(path, json=body, headers={"X-API-Key": "s3cre"}).status_code == 401
+            assert c.post(path, json=body, headers={"X-API-Key": "s3cret"}).status_code == 200
+        assert c.get("/model").status_code == 401 and c.get("/model", headers={"X-API-Key": "s3cret"}).status_code == 200
+        for open_path in ("/health", "/ready", "/ping", "/metrics"):
+            assert c.get(open_path).status_code == 200
+        spec = c.get("/openapi.json").json()
+        assert spec["components"]["securitySchemes"]["APIKey"]["name"] == "X-API-Key"
+        assert spec["paths"]["/predict"]["post"]["security"] == [{"APIKey": []}]
+        assert "trainkit_errors_total{endpoint=\"/predict\",kind=\"auth\"} 2.0" in c.get("/metrics").text
+
+
+def test_not_ready_until_a_version_is_promoted(tmp_path, learner, rows):
+    reg = make_registry(tmp_path / "unpromoted", learner, promote=False)
+    with TestClient(create_app(reg, poll=0.05)) as c:
+        assert c.get("/health").status_code == 200
+        assert c.get("/ready").status_code == 503 and c.get("/ping").status_code == 503
+        assert c.post("/predict", json=rows[0]).status_code == 503
+        reg.promote("v1")
+        deadline = time.monotonic() + 10
+        while c.get("/ready").status_code != 200 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert c.get("/ready").json() == {"status": "ready", "version": "v1"}
+        assert c.post("/predict", json=rows[0]).status_code == 200
+
+
+def test_openapi_documents_the_current_schema(client, columns):
+    spec = client.get("/openapi.json").json()
+    record = spec["components"]["schemas"]["Record"]
+    assert set(record["properties"]) == set(columns) and set(record["required"]) == set(columns)
+    assert record["additionalProperties"] is False
+    island = record["properties"]["island"]
+    assert island["enum"] == ["Biscoe", "Dream", "Torgersen"]
+    assert spec["paths"]["/predict/batch"]["post"]["requestBody"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Batch"}
+
+
+# ------------------------------------------------------------------------------------------ reloads
+
+def _hammer(url: str, record: dict, stop: threading.Event, seen: list):
+    with httpx.Client(base_url=url, timeout=10) as c:
+        while not stop.is_set():
+            try:
+                r = c.post("/predict", json=record)
+                seen.append((r.status_code, r.json().get("version")))
+            except httpx.HTTPError as e:  # a dropped connection is a failure too
+                seen.append((repr(e), None))
+
+
+def test_promotion_reloads_without_dropping_requests(reg, rows):
+    v2 = reg.add(train(hidden=(16,), seed=1))
+    with background(create_app(reg, poll=0.05)) as url:
+        seen, stop = [], threading.Event()
+        threads = [threading.Thread(target=_hammer, args=(url, rows[0], stop, seen)) for _ in range(4)]
+        for t in threads:
+            t.start()
+        time.sleep(0.5)
+        reg.promote(v2)
+        time.sleep(1.0)
+        reg.rollback()
+        time.sleep(1.0)
+        stop.set()
+        for t in threads:
+            t.join()
+        metrics = httpx.get(url + "/metrics").text
+    statuses = {s for s, _ in seen}
+    assert statuses == {200}, statuses
+    order = [v for i, (_, v) in enumerate(seen) if i == 0 or v != seen[i - 1][1]]
+    assert {"v1", v2} <= set(order) and seen[-1][1] == "v1"  # served v1, then v2, then v1 again
+    assert 'trainkit_model_info{version="v1"} 1.0' in metrics and "trainkit_model_reloads_total 2.0" in metrics
+
+
+def test_a_version_that_fails_to_verify_is_not_served(reg, rows):
+    v2 = reg.add(train(hidden=(16,), seed=1))
+    weights = reg.root / "versions" / v2 / "weights.safetensors"
+    with TestClient(create_app(reg, poll=0.05)) as c:
+        blob = bytearray(weights.read_bytes())
+        blob[-3] ^= 1
+        weights.write_bytes(bytes(blob))
+        (reg.root / "CURRENT").write_text(v2 + "\n")  # behind the registry's back: promote() would refuse
+        time.sleep(0.5)
+        r = c.post("/predict", json=rows[0])
+        assert r.status_code == 200 and r.json()["version"] == "v1"
+        assert 'trainkit_errors_total{endpoint="reload",kind="reload"} 1.0' in c.get("/metrics").text
+
+
+@pytest.mark.parametrize("where", ["add", "promote"])
+def test_crash_mid_export_or_promote_keeps_the_previous_version_serving(reg, rows, monkeypatch, where):
+    import trainkit.export
+    import trainkit.registry
+    with background(create_app(reg, poll=0.05)) as url:
+        seen, stop = [], threading.Event()
+        t = threading.Thread(target=_hammer, args=(url, rows[0], stop, seen))
+        t.start()
+        time.sleep(0.3)
+        real = trainkit.registry.atomic_write if where == "promote" else trainkit.export.atomic_write
+
+        def crashing(path, *a, **k):
+            if (where == "promote" and path.name == "CURRENT") or (where == "add" and path.name == "manifest.json"):
+                raise KeyboardInterrupt("power cut")
+            return real(path, *a, **k)
+        monkeypatch.setattr(trainkit.registry if where == "promote" else trainkit.export, "atomic_write", crashing)
+        with pytest.raises(KeyboardInterrupt):
+            if where == "add":
+                reg.add(train(hidden=(16,), seed=2))
+            else:
+                reg.promote(reg.add(train(hidden=(16,), seed=2)))
+        time.sleep(0.5)
+        stop.set()
+        t.join()
+    assert {s for s, _ in seen} == {200} and {v for _, v in seen} == {"v1"}
+    assert reg.current() == "v1"
+
+
+# ------------------------------------------------------------------------------------------ metrics, drift
+
+def test_metrics_follow_the_contract_and_each_app_has_its_own_registry(reg, rows):
+    with TestClient(create_app(reg)) as a, TestClient(create_app(reg)) as b:  # no "Duplicated timeseries"
+        a.post("/predict", json=rows[0])
+        a.post("/predict", json={})
+        a.get("/model")
+        text = a.get("/metrics").text
+        assert contract_problems(text) == []
+        assert 'trainkit_requests_total{endpoint="/predict",method="POST",status="200"} 1.0' in text
+        assert 'trainkit_predictions_total{label="' in text.replace('version="v1",', "")
+        assert "trainkit_requests_total{" not in b.get("/metrics").text.split("/metrics")[0]
+
+
+def test_drift_alarm_in_model_and_metrics(client, test_df, columns):
+    calm = client.get("/model").json()["drift"]
+    assert calm["window"] == 0 and calm["alarm"] is False
+    heavy = test_df.sample(200, replace=True, random_state=0).assign(body_mass_g=lambda d: d.body_mass_g + 700)
+    assert client.post("/predict/batch", json={"instances": records(heavy, columns)}).status_code == 200
+    drift = client.get("/model").json()["drift"]
+    assert drift["window"] == 200 and drift["alarm"] and drift["features"]["body_mass_g"]["drifted"]
+    assert not drift["features"]["island"]["drifted"]
+    text = client.get("/metrics").text
+    assert "trainkit_drift_alarm 1.0" in text and "trainkit_drift_window 200.0" in text
+    psi = float(next(l for l in text.splitlines() if l.startswith('trainkit_drift_psi{feature="body_mass_g"}')).split()[-1])
+    assert psi > 0.2
+
+
+def test_served_batches_concurrent_single_requests(reg, rows):
+    "Dynamic batching: requests arriving in one event-loop turn share a model call, each gets its own answer."
+    import asyncio
+    served = load_served(reg.load())
+    calls = []
+    real = served.predict
+    served.predict = lambda rs: calls.append(len(rs)) or real(rs)
+
+    async def go():
+        return await asyncio.gather(*(served.predict_one(r) for r in rows[:20]))
+    answers = asyncio.run(go())
+    assert calls == [20]
+    assert answers == real(rows[:20])
+
+
+def test_create_app_needs_exactly_one_source(reg):
+    with pytest.raises(DataError, match="pass registry="):
+        create_app()
+    with pytest.raises(DataError, match="pass registry="):
+        create_app(registry=reg, bundle=reg.load().path)
+
+
+# ------------------------------------------------------------------------------------------ the command
+
+@pytest.mark.slow
+def test_trainkit_serve_command(reg, rows):
+    "The console script: serves, answers, reads the API key from the named env var, stops cleanly on SIGTERM."
+    with cli_server("--registry", str(reg.root), "--api-key-env", "MY_KEY", env={"MY_KEY": "k"}) as (url, proc):
+        wait_ready(url, proc)
+        assert httpx.post(url + "/predict", json=rows[0]).status_code == 401
+        r = httpx.post(url + "/predict", json=rows[0], headers={"X-API-Key": "k"})
+        assert r.status_code == 200 and r.json()["version"] == "v1"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) in (0, -signal.SIGTERM)  # uvicorn shuts down gracefully, then re-raises the signal
+        assert "Application shutdown complete" in proc.stderr.read()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("args, message", [
+    (["--registry", "/nonexistent/registry"], "No registry at /nonexistent/registry"),
+    (["--bundle", "/nonexistent/v1"], "No bundle folder at /nonexistent/v1"),
+])
+def test_trainkit_serve_bad_source_is_one_line(args, message):
+    with cli_server(*args) as (url, proc):
+        assert proc.wait(60) == 2
+        err = proc.stderr.read().strip()
+        assert err.count("\n") == 0 and message in err, err
+
+
+def test_bundle_mode_serves_a_fixed_version(reg, rows, tmp_path):
+    copy = tmp_path / "v1"
+    shutil.copytree(reg.root / "versions" / "v1", copy)
+    with TestClient(create_app(bundle=copy)) as c:
+        assert c.post("/predict", json=rows[0]).json()["version"] == "v1"
+        assert load_bundle(copy).classes == c.get("/model").json()["classes"]
+    assert Registry(reg.root).current() == "v1"
