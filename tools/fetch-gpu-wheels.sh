@@ -8,7 +8,8 @@
 # What is fetched: the closure (each wheel's Requires-Dist, no extras, Python 3.12 on Linux) of
 #   - pyproject.toml's [project].dependencies and the extras in $GPU_EXTRAS (default "course test tune
 #     serve"; trainkit[...] self-references expanded), less $SKIP (default: jupyterlab, jupytext, which
-#     only a person at JupyterLab needs);
+#     only a person at JupyterLab needs, and playwright: 52 MB, and the GPU machine has no Chromium for
+#     the browser tests, which skip there; without it .whl/ stays under the 64 MiB a device call carries);
 #   - ipython, which execnb (nbdev-test) runs the notebooks in;
 # less every package the GPU machine already has (the package list in /work/.library/device/KINDS.md;
 # torch, numpy, pandas, scipy, scikit-learn, matplotlib, statsmodels, pytest, hypothesis, requests, lxml...).
@@ -27,7 +28,7 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] && PY=${PYTHON:-.venv/bin/python}
 export GPU_EXTRAS=${GPU_EXTRAS:-course test tune serve}
-export SKIP=${SKIP:-jupyterlab jupytext}
+export SKIP=${SKIP:-jupyterlab jupytext playwright}
 export NO_FALLBACK=${NO_FALLBACK:-torch numpy pandas scipy scikit-learn matplotlib statsmodels lxml pyarrow onnx onnxruntime tensorboard jax jaxlib triton}
 export KINDS=${KINDS:-/work/.library/device/KINDS.md}
 CHECK_ONLY=0
