@@ -77,7 +77,7 @@ def run_server(kind: str, port: int, registry: str):
             return {"bytes": len(await request.body())}
     else:
         from trainkit.serve import create_app
-        app = create_app(registry=registry)
+        app = create_app(registry=registry, freeze_gc=True)  # as `trainkit serve` runs it
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
@@ -135,7 +135,7 @@ def in_process(registry: Path, record: dict, n: int = 20000) -> dict:
     import torch
 
     from trainkit.registry import Registry
-    from trainkit.serve import load_served
+    from trainkit.predictor import load_served
 
     served = load_served(Registry(registry).load())
     body = json.dumps(record).encode()

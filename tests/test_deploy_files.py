@@ -42,12 +42,14 @@ CLOUD_DOC = ROOT / "docs" / "cloud.md"
 CONTRACT_METRICS: dict[str, tuple[str, frozenset[str]]] = {
     "trainkit_requests_total": ("counter", frozenset({"endpoint", "method", "status"})),
     "trainkit_request_duration_seconds": ("histogram", frozenset({"endpoint"})),
-    "trainkit_errors_total": ("counter", frozenset({"endpoint", "kind"})),  # kind: validation, auth, model, too_large
+    # kind: validation, auth, model, too_large; also not_ready, disconnect, internal, and reload (endpoint="reload")
+    "trainkit_errors_total": ("counter", frozenset({"endpoint", "kind"})),
     "trainkit_predictions_total": ("counter", frozenset({"version", "label"})),
     "trainkit_drift_psi": ("gauge", frozenset({"feature"})),
     "trainkit_drift_ks": ("gauge", frozenset({"feature"})),
     "trainkit_drift_alarm": ("gauge", frozenset()),  # 0 or 1
     "trainkit_drift_window": ("gauge", frozenset()),  # records in the drift window
+    "trainkit_drift_missing": ("gauge", frozenset({"feature"})),  # share of each feature missing in the window
     "trainkit_model_info": ("gauge", frozenset({"version"})),  # 1 for the serving version
     "trainkit_model_reloads_total": ("counter", frozenset()),
 }
@@ -311,6 +313,9 @@ ALERT_CASES = [
     ("TrainkitModelErrors",
      [('trainkit_errors_total{endpoint="/predict",kind="model"}', "0x10 0+1x30")],
      [(9, False), (25, True)]),
+    ("TrainkitReloadFailing",  # a promoted version fails to load from minute 10, retried every 30 s
+     [('trainkit_errors_total{endpoint="reload",kind="reload"}', "0x10 1+2x20")],
+     [(9, False), (15, True)]),
     ("TrainkitHighValidationErrorRate",  # half the requests are rejected by the schema from minute 10
      [('trainkit_requests_total{endpoint="/predict",method="POST",status="200"}', "0+10x60"),
       ('trainkit_requests_total{endpoint="/predict",method="POST",status="422"}', "0x10 0+10x50"),

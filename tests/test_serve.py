@@ -22,7 +22,8 @@ from test_deploy_files import contract_problems
 from trainkit.core import DataError
 from trainkit.export import export, load_bundle
 from trainkit.registry import Registry
-from trainkit.serve import Encoder, background, create_app, load_served, record_model
+from trainkit.predictor import Encoder, load_served, record_model
+from trainkit.serve import background, create_app
 
 
 @pytest.fixture(scope="module")
@@ -119,19 +120,21 @@ def _malformed(record: dict) -> list[tuple[str, str, object, int, str | None]]:
         ("negative mass", "/predict", {**r, "body_mass_g": -5000.0}, 422, "body_mass_g"),
         ("unknown category", "/predict", {**r, "island": "Atlantis"}, 422, "island"),
         ("null category", "/predict", {**r, "island": None}, 422, "island"),
-        ("very long category", "/predict", {**r, "island": "B" * 100_000}, 422, "island"),
+        ("very long category", "/predict", {**r, "island": "B" * 10_000}, 422, "island"),
+        ("kilograms for grams", "/predict", {**r, "body_mass_g": 3.8}, 422, "body_mass_g"),
         ("missing field", "/predict", {k: v for k, v in r.items() if k != "sex"}, 422, "sex"),
         ("extra field", "/predict", {**r, "bill_lenght_mm": 40.0}, 422, "bill_lenght_mm"),
         ("empty object", "/predict", {}, 422, "island"),
         ("array body", "/predict", [r], 422, None),
         ("scalar body", "/predict", 42, 422, None),
-        ("null body", "/predict", None, 422, None),
+        ("null body", "/predict", b"null", 422, None),
         ("empty body", "/predict", b"", 422, None),
         ("truncated JSON", "/predict", json.dumps(r).encode()[:-5], 422, None),
         ("invalid UTF-8", "/predict", b'{"island": "\xff\xfe"}', 422, None),
         ("binary garbage", "/predict", bytes(range(256)), 422, None),
         ("deeply nested", "/predict", b"[" * 20_000 + b"]" * 20_000, 422, None),
-        ("body over 1 MiB", "/predict", {**r, "pad": "x" * (2**20 + 10)}, 413, None),
+        ("record body over 64 KiB", "/predict", {**r, "pad": "x" * 2**16}, 413, None),
+        ("batch body over 1 MiB", "/predict/batch", {"instances": [r], "pad": "x" * (2**20 + 10)}, 413, None),
         ("batch: no instances", "/predict/batch", {"instances": []}, 422, "instances"),
         ("batch: over max_batch", "/predict/batch", {"instances": [r] * 1001}, 422, "instances"),
         ("batch: one bad record", "/predict/batch", {"instances": [r, {**r, "sex": 3}]}, 422, "sex"),
@@ -142,10 +145,60 @@ def _malformed(record: dict) -> list[tuple[str, str, object, int, str | None]]:
 
 
 def test_at_least_fifteen_malformed_payloads():
-    assert len(_malformed({"island": "Biscoe", "sex": "male", "body_mass_g": 1.0})) >= 15
+    assert len(_malformed({"island": "Biscoe", "sex": "male", "body_mass_g": 1.0})) == 32
 
 
-@pytest.mark.parametrize("case", range(30))
+@pytest.mark.parametrize("headers", [{"content-type": "text/plain"}, {"content-type": "application/x-www-form-urlencoded"}, {}])
+def test_wrong_content_type_is_415(client, rows, headers):
+    r = client.post("/predict", content=json.dumps(rows[0]).encode(), headers=headers)
+    assert r.status_code == 415 and "application/json" in r.json()["detail"]
+    assert client.post("/predict", content=json.dumps(rows[0]), headers={"content-type": "application/json; charset=utf-8"}).status_code == 200
+
+
+def test_chunked_body_refused_at_the_limit(client, rows):
+    "A streamed body with no Content-Length is cut off at the limit, not read to the end."
+    sent = []
+
+    def chunks():
+        for _ in range(64):  # 64 MiB offered, refused after about 1 MiB
+            sent.append(1)
+            yield b" " * 2**20
+    r = client.post("/predict/batch", content=chunks(), headers={"content-type": "application/json"})
+    assert r.status_code == 413
+    r = client.post("/predict", content=iter([json.dumps(rows[0]).encode()]), headers={"content-type": "application/json"})
+    assert r.status_code == 200  # a small chunked body is fine
+
+
+def test_error_list_is_capped(client, rows):
+    r = client.post("/predict", json={**rows[0], **{f"k{i}": i for i in range(2000)}})
+    detail = r.json()["detail"]
+    assert r.status_code == 422 and len(detail) == 21 and detail[-1]["type"] == "too_many_errors"
+    assert "1980 more errors" in detail[-1]["msg"]
+
+
+def test_client_disconnect_mid_body_is_not_a_500(reg, rows):
+    import socket
+    with background(create_app(reg)) as url:
+        host, port = url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port))) as s:
+            s.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"is")
+        time.sleep(0.5)
+        text = httpx.get(url + "/metrics").text
+    assert 'status="500"' not in text
+    assert 'trainkit_errors_total{endpoint="/predict",kind="disconnect"} 1.0' in text
+
+
+def test_unexpected_exception_is_a_counted_json_500(reg, rows, monkeypatch):
+    import trainkit.predictor
+    monkeypatch.setattr(trainkit.predictor.Served, "predict", lambda self, rows: 1 / 0)
+    with TestClient(create_app(reg), raise_server_exceptions=False) as c:
+        r = c.post("/predict/batch", json={"instances": rows[:2]})
+        assert r.status_code == 500 and r.json() == {"detail": "internal error (ZeroDivisionError); see the service log"}
+        assert 'trainkit_errors_total{endpoint="/predict/batch",kind="internal"} 1.0' in c.get("/metrics").text
+        assert c.get("/health").status_code == 200
+
+
+@pytest.mark.parametrize("case", range(32))
 def test_malformed_payload_gets_4xx_never_500(client, rows, case):
     cases = _malformed(rows[0])
     name, path, body, status, field = cases[case]
@@ -197,6 +250,45 @@ def test_api_key(reg, rows):
         assert spec["components"]["securitySchemes"]["APIKey"]["name"] == "X-API-Key"
         assert spec["paths"]["/predict"]["post"]["security"] == [{"APIKey": []}]
         assert "trainkit_errors_total{endpoint=\"/predict\",kind=\"auth\"} 2.0" in c.get("/metrics").text
+
+
+def test_api_key_must_be_ascii(reg):
+    with pytest.raises(DataError, match="printable ASCII"):
+        create_app(reg, api_key="s3crét")
+
+
+def test_bad_current_at_startup_starts_unready_then_recovers(reg, rows):
+    (reg.root / "CURRENT").write_text("no-such-version\n")
+    with TestClient(create_app(reg, poll=0.05)) as c:
+        assert c.get("/health").status_code == 200 and c.get("/ready").status_code == 503
+        reg.promote("v1")  # promote repairs CURRENT
+        deadline = time.monotonic() + 10
+        while c.get("/ready").status_code != 200 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert c.post("/predict", json=rows[0]).json()["version"] == "v1"
+
+
+def test_watcher_survives_any_error_and_retries_a_failed_version(reg, rows):
+    v2 = reg.add(train(hidden=(16,), seed=1))
+    weights = reg.root / "versions" / v2 / "weights.safetensors"
+    good = weights.read_bytes()
+    with TestClient(create_app(reg, poll=0.05, retry=0.3)) as c:
+        current = reg.root / "CURRENT"
+        current.rename(reg.root / "CURRENT.bak")
+        current.mkdir()  # reading CURRENT now raises IsADirectoryError: the watcher must live on
+        time.sleep(0.3)
+        current.rmdir()
+        weights.write_bytes(good[:-1] + bytes([good[-1] ^ 1]))  # v2 does not verify ...
+        current.write_text(v2 + "\n")
+        time.sleep(0.4)
+        assert c.post("/predict", json=rows[0]).json()["version"] == "v1"
+        weights.write_bytes(good)  # ... until the disk is repaired: retried after `retry` seconds
+        deadline = time.monotonic() + 10
+        while c.post("/predict", json=rows[0]).json()["version"] != v2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert c.post("/predict", json=rows[0]).json()["version"] == v2
+        assert float(next(l for l in c.get("/metrics").text.splitlines()
+                          if l.startswith('trainkit_errors_total{endpoint="reload"')).split()[-1]) >= 2
 
 
 def test_not_ready_until_a_version_is_promoted(tmp_path, learner, rows):
@@ -322,10 +414,19 @@ def test_drift_alarm_in_model_and_metrics(client, test_df, columns):
     drift = client.get("/model").json()["drift"]
     assert drift["window"] == 200 and drift["alarm"] and drift["features"]["body_mass_g"]["drifted"]
     assert not drift["features"]["island"]["drifted"]
+    time.sleep(2.1)  # the drift report is cached for 2 s
     text = client.get("/metrics").text
     assert "trainkit_drift_alarm 1.0" in text and "trainkit_drift_window 200.0" in text
     psi = float(next(l for l in text.splitlines() if l.startswith('trainkit_drift_psi{feature="body_mass_g"}')).split()[-1])
     assert psi > 0.2
+
+
+def test_a_feature_that_stops_arriving_is_drift(client, test_df, columns):
+    rows = records(test_df.sample(150, replace=True, random_state=1).assign(delta_15n=None), columns)
+    assert client.post("/predict/batch", json={"instances": rows}).status_code == 200
+    drift = client.get("/model").json()["drift"]["features"]["delta_15n"]
+    assert drift["missing"] == 1.0 and drift["drifted"]
+    assert 'trainkit_drift_missing{feature="delta_15n"} 1.0' in client.get("/metrics").text
 
 
 def test_served_batches_concurrent_single_requests(reg, rows):
