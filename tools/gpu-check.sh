@@ -171,8 +171,10 @@ nbtest() {
 export -f nbtest
 step nbdev-test "$T_NBDEV" "$OUT/nbdev-test-gpu.log" nbtest
 
-# ---- 5. tests/ (the GPU-only tests in tests/test_gpu.py run here)
-step pytest "$T_PYTEST" "$OUT/pytest-gpu.log" "$PY" -m pytest tests -q -p no:cacheprovider
+# ---- 5. tests/ (the GPU-only tests in tests/test_gpu.py run here). The `slow` tests are the service's CPU-side
+# reliability runs (10,000-request load test, schemathesis, a real Prometheus): CI runs them; here they would only
+# spend the device time.
+step pytest "$T_PYTEST" "$OUT/pytest-gpu.log" "$PY" -m pytest tests -q -p no:cacheprovider -m "not slow"
 
 
 echo "total        $(( $(date +%s) - T0 ))s, $([ $fail -eq 0 ] && echo 'all passed' || echo 'FAILURES')" >>"$SUMMARY"
