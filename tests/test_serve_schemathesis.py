@@ -29,3 +29,4 @@ def test_schemathesis_finds_no_server_errors_or_schema_violations(tmp_path):
     assert generated >= 1000 and passed == generated, tail
     assert "No issues found" in out, tail
     assert re.search(r"Tested: 8\b", out), tail  # every operation, the prediction endpoints among them
+    print(f"schemathesis: {generated} generated, {passed} passed")
