@@ -7,6 +7,7 @@ Rows, all measured in this one run on this machine:
   echo POST    POST /echo of the same app, receiving the /predict body: hello-world plus the request body
   /predict     POST /predict of `trainkit.serve.create_app` with one raw penguin record
   in-process   the same validation + encoding + ONNX Runtime call, no HTTP: the floor
+  with --ablation, /predict again without dynamic batching, and without gc.freeze()
   ort b1 / torch b1   the penguin MLP at batch 1, ONNX Runtime against eager torch (one thread each)
 
 Both servers run the same way: uvicorn, one worker process, uvloop + httptools when installed,
@@ -23,7 +24,6 @@ import os
 import re
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -75,9 +75,9 @@ def run_server(kind: str, port: int, registry: str):
         @app.post("/echo")
         async def echo(request: Request):  # hello-world that also receives the /predict body
             return {"bytes": len(await request.body())}
-    else:
+    else:  # predict: as `trainkit serve` runs it; the ablations switch one of its two speed-ups off
         from trainkit.serve import create_app
-        app = create_app(registry=registry, freeze_gc=True)  # as `trainkit serve` runs it
+        app = create_app(registry=registry, freeze_gc=kind != "predict-nofreeze", batching=kind != "predict-nobatch")
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
@@ -111,12 +111,13 @@ def load(kind: str, args, registry: Path, record: dict, pin: bool) -> dict:
                                "--registry", str(registry)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         base = f"http://127.0.0.1:{port}"
-        wait_ready(f"{base}/ready" if kind == "predict" else f"{base}/hello")
+        predict = kind.startswith("predict")
+        wait_ready(f"{base}/ready" if predict else f"{base}/hello")
         with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
-            if kind in ("predict", "echo"):
+            if predict or kind == "echo":
                 body = json.dumps(record).replace("\\", "\\\\").replace('"', '\\"')
                 f.write(f'wrk.method = "POST"\nwrk.body = "{body}"\nwrk.headers["Content-Type"] = "application/json"\n')
-        url = f"{base}/{'predict' if kind == 'predict' else kind}"
+        url = f"{base}/{'predict' if predict else kind}"
         wrk = ["taskset", "-c", "1"] if pin else []
         wrk += ["wrk", "-t1", f"-c{args.connections}", "-d2s", "--latency", "-s", f.name, url]
         subprocess.run(wrk, capture_output=True, text=True, check=True)  # warm-up
@@ -169,7 +170,9 @@ def main():
     ap.add_argument("--rounds", type=int, default=2, help="alternating hello / predict rounds")
     ap.add_argument("--connections", type=int, default=50, help="concurrent keep-alive connections")
     ap.add_argument("--json", help="also write the results here")
-    ap.add_argument("--server", choices=["hello", "echo", "predict"], help=argparse.SUPPRESS)
+    ap.add_argument("--ablation", action="store_true",
+                    help="also measure /predict without dynamic batching and without gc.freeze()")
+    ap.add_argument("--server", choices=["hello", "echo", "predict", "predict-nobatch", "predict-nofreeze"], help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--registry", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -181,16 +184,20 @@ def main():
     from trainkit.core import environment
     with tempfile.TemporaryDirectory() as tmp:
         registry, record = make_registry(Path(tmp))
-        rounds = {"hello": [], "echo": [], "predict": []}
+        kinds = ["hello", "echo", "predict"] + (["predict-nobatch", "predict-nofreeze"] if args.ablation else [])
+        rounds = {k: [] for k in kinds}
         for _ in range(args.rounds):
-            for kind in ("hello", "echo", "predict"):
+            for kind in kinds:
                 rounds[kind].append(load(kind, args, registry, record, pin))
         local = in_process(registry, record)
     pick = lambda rs: sorted(rs, key=lambda r: r["rps"])[len(rs) // 2]  # the median round by throughput
     hello, echo, predict = pick(rounds["hello"]), pick(rounds["echo"]), pick(rounds["predict"])
     ratio_rps, ratio_p99 = predict["rps"] / hello["rps"], predict["p99"] / hello["p99"]
     ort_speedup = local["torch_b1"] / local["ort_b1"]
-    rows = [("hello (ceiling)", hello), ("echo POST", echo), ("/predict", predict), ("in-process (floor)", local["in_process"])]
+    rows = [("hello (ceiling)", hello), ("echo POST", echo), ("/predict", predict)]
+    if args.ablation:
+        rows += [("  no dyn. batching", pick(rounds["predict-nobatch"])), ("  no gc.freeze", pick(rounds["predict-nofreeze"]))]
+    rows.append(("in-process (floor)", local["in_process"]))
     print(f"serve_speed: wrk -t1 -c{args.connections} -d{args.seconds}s x {args.rounds} rounds, server on CPU 0, "
           f"wrk on CPU 1{'' if pin else ' (NOT pinned: taskset or a second core missing)'}")
     print(f"{'row':<20}{'requests/s':>12}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}")

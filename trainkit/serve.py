@@ -10,7 +10,7 @@ Docs: https://trainkit.github.io/trainkit/serve.html.md"""
 __all__ = ['log', 'MAX_ERRORS', 'ROUTES', 'PREDICT_ROUTES', 'Metrics', 'HTTPError', 'FieldError', 'ErrorBody', 'Prediction',
            'BatchPrediction', 'create_app', 'background', 'serve']
 
-# %% ../nbs/06f_serve.ipynb #b50a4bb5
+# %% ../nbs/06f_serve.ipynb #2206fef4
 import asyncio
 import contextlib
 import gc
@@ -43,7 +43,7 @@ except ImportError as e:
 
 log = logging.getLogger("trainkit.serve")
 
-# %% ../nbs/06f_serve.ipynb #b624b92f
+# %% ../nbs/06f_serve.ipynb #1e390fe0
 class Metrics:
     "The service's Prometheus metrics, in a registry of its own."
 
@@ -86,7 +86,7 @@ class Metrics:
             window.add_metric([], report["window"])
         yield from (psi, ks, alarm, window, missing)
 
-# %% ../nbs/06f_serve.ipynb #ceb6fd55
+# %% ../nbs/06f_serve.ipynb #015fb662
 class HTTPError(Exception):
     "A refusal with its status, a JSON-safe detail and an error kind for the metrics."
     def __init__(self, status: int, detail, kind: str):
@@ -121,7 +121,7 @@ def _errors(e: ValidationError) -> list[dict]:
 ROUTES = frozenset(("/predict", "/predict/batch", "/invocations", "/health", "/ready", "/ping", "/model", "/metrics"))
 _METHODS = frozenset(("GET", "POST", "HEAD", "PUT", "DELETE", "PATCH", "OPTIONS"))
 
-# %% ../nbs/06f_serve.ipynb #c5d28444
+# %% ../nbs/06f_serve.ipynb #5a8c4a6a
 class _Instrument:
     "ASGI middleware: count and time every HTTP request by route."
     def __init__(self, app, metrics: Metrics):
@@ -142,7 +142,7 @@ class _Instrument:
             m.child(m.requests, path, scope["method"] if scope["method"] in _METHODS else "other", str(status[0])).inc()
             m.child(m.latency, path).observe(time.perf_counter() - start)
 
-# %% ../nbs/06f_serve.ipynb #01cfba49
+# %% ../nbs/06f_serve.ipynb #bf1006d2
 PREDICT_ROUTES = {  # path: (handler, request model, response model, summary)
     "/predict": ("predict", "Record", "Prediction", "Predict one raw record"),
     "/predict/batch": ("batch", "Batch", "BatchPrediction", 'Predict a batch: {"instances": [record, ...]}'),
@@ -189,6 +189,7 @@ def create_app(
     poll: float = 1.0,  # seconds between checks of the registry's CURRENT
     retry: float = 30.0,  # seconds before a version that failed to load is tried again
     freeze_gc: bool = False,  # gc.freeze() once loaded: right for a server process (`serve` sets it), not a notebook
+    batching: bool = True,  # dynamic batching of concurrent /predict calls (trainkit.predictor.Served.predict_one)
 ) -> FastAPI:
     "A FastAPI app serving a registry's current version (or one bundle), with metrics, drift and an optional API key."
     if (registry is None) == (bundle is None):
@@ -317,7 +318,8 @@ def create_app(
     async def predict(request: Request) -> Response:
         served = served_or_503()
         row = (await parse(request, served.record, max_record)).model_dump(by_alias=True)
-        return JSONResponse({**answer(served, [row], [await served.predict_one(row)])[0], "version": served.version})
+        out = await served.predict_one(row) if batching else served.predict([row])[0]
+        return JSONResponse({**answer(served, [row], [out])[0], "version": served.version})
 
     async def predict_batch(request: Request) -> Response:
         served = served_or_503()
@@ -363,7 +365,7 @@ def create_app(
 
     return app
 
-# %% ../nbs/06f_serve.ipynb #ae85b084
+# %% ../nbs/06f_serve.ipynb #5537557c
 @contextlib.contextmanager
 def background(app: FastAPI, host: str = "127.0.0.1", port: int = 0, timeout: float = 30.0):
     "Run `app` with uvicorn in a background thread; yield its base URL; stop it when the block ends."
@@ -382,7 +384,7 @@ def background(app: FastAPI, host: str = "127.0.0.1", port: int = 0, timeout: fl
         server.should_exit = True
         thread.join(timeout)
 
-# %% ../nbs/06f_serve.ipynb #f09645ca
+# %% ../nbs/06f_serve.ipynb #9320f963
 def serve(
     registry: str | None = None,  # registry folder: serve its current version, follow promotions
     bundle: str | None = None,  # or one bundle folder
