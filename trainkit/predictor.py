@@ -9,7 +9,7 @@ Docs: https://trainkit.github.io/trainkit/predictor.html.md"""
 # %% auto #0
 __all__ = ['record_model', 'Encoder', 'Served', 'load_served']
 
-# %% ../nbs/06e_predictor.ipynb #513beef1
+# %% ../nbs/06e_predictor.ipynb #e7e2214a
 import asyncio
 import math
 import time
@@ -22,8 +22,9 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 from .core import DataError
 from .export import Bundle
 from .monitor import DriftMonitor
+from .prep import _MISSING
 
-# %% ../nbs/06e_predictor.ipynb #3fdb08a8
+# %% ../nbs/06e_predictor.ipynb #b304943d
 def _range(col: dict, margin: float) -> tuple[float, float]:
     "Accepted bounds for a numeric column: multiplicative for positive quantities, additive otherwise (6 digits)."
     lo, hi = col["min"], col["max"]
@@ -56,7 +57,7 @@ def record_model(schema: dict, margin: float = 1.0, name: str = "Record") -> typ
         fields[f"f{i}"] = (kind, Field(alias=col["name"], description=about))
     return create_model(name, __config__=strict, **fields)
 
-# %% ../nbs/06e_predictor.ipynb #a73325be
+# %% ../nbs/06e_predictor.ipynb #7010e106
 class Encoder:
     "The bundle's fitted Preprocessor as lookup tables: validated records to the model's float32 input."
 
@@ -82,7 +83,7 @@ class Encoder:
             x[j] = ((median if v is None else v) - mean) / scale
         for c, index, other in self.categorical:
             v = r[c]
-            j = index.get("<missing>" if v is None else str(v), other)
+            j = index.get(_MISSING if v is None else str(v), other)
             if j is None:
                 raise DataError(f"{c}: {v!r} was not seen in training.")
             x[j] = 1.0
@@ -94,7 +95,7 @@ class Encoder:
             return np.asarray([r["input"] for r in rows], dtype=np.float32).reshape(len(rows), *self.shape)
         return np.array([self.row(r) for r in rows], dtype=np.float32)
 
-# %% ../nbs/06e_predictor.ipynb #2cebaa29
+# %% ../nbs/06e_predictor.ipynb #c71503ab
 @dataclass
 class Served:
     "Everything needed to answer requests with one bundle version."

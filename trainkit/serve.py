@@ -10,7 +10,7 @@ Docs: https://trainkit.github.io/trainkit/serve.html.md"""
 __all__ = ['log', 'MAX_ERRORS', 'ROUTES', 'PREDICT_ROUTES', 'Metrics', 'HTTPError', 'FieldError', 'ErrorBody', 'Prediction',
            'BatchPrediction', 'create_app', 'background', 'serve']
 
-# %% ../nbs/06f_serve.ipynb #2206fef4
+# %% ../nbs/06f_serve.ipynb #7d568bdb
 import asyncio
 import contextlib
 import gc
@@ -43,7 +43,7 @@ except ImportError as e:
 
 log = logging.getLogger("trainkit.serve")
 
-# %% ../nbs/06f_serve.ipynb #1e390fe0
+# %% ../nbs/06f_serve.ipynb #af78834b
 class Metrics:
     "The service's Prometheus metrics, in a registry of its own."
 
@@ -86,7 +86,7 @@ class Metrics:
             window.add_metric([], report["window"])
         yield from (psi, ks, alarm, window, missing)
 
-# %% ../nbs/06f_serve.ipynb #015fb662
+# %% ../nbs/06f_serve.ipynb #04ab3583
 class HTTPError(Exception):
     "A refusal with its status, a JSON-safe detail and an error kind for the metrics."
     def __init__(self, status: int, detail, kind: str):
@@ -121,7 +121,11 @@ def _errors(e: ValidationError) -> list[dict]:
 ROUTES = frozenset(("/predict", "/predict/batch", "/invocations", "/health", "/ready", "/ping", "/model", "/metrics"))
 _METHODS = frozenset(("GET", "POST", "HEAD", "PUT", "DELETE", "PATCH", "OPTIONS"))
 
-# %% ../nbs/06f_serve.ipynb #5a8c4a6a
+def _endpoint(path: str) -> str:
+    "The metrics label for a path: the route, or 'other' (bounded label values)."
+    return path if path in ROUTES else "other"
+
+# %% ../nbs/06f_serve.ipynb #99e2da7b
 class _Instrument:
     "ASGI middleware: count and time every HTTP request by route."
     def __init__(self, app, metrics: Metrics):
@@ -138,11 +142,11 @@ class _Instrument:
         try:
             await self.app(scope, receive, send_status)
         finally:
-            m, path = self.metrics, scope["path"] if scope["path"] in ROUTES else "other"
+            m, path = self.metrics, _endpoint(scope["path"])
             m.child(m.requests, path, scope["method"] if scope["method"] in _METHODS else "other", str(status[0])).inc()
             m.child(m.latency, path).observe(time.perf_counter() - start)
 
-# %% ../nbs/06f_serve.ipynb #bf1006d2
+# %% ../nbs/06f_serve.ipynb #dd475bb2
 PREDICT_ROUTES = {  # path: (handler, request model, response model, summary)
     "/predict": ("predict", "Record", "Prediction", "Predict one raw record"),
     "/predict/batch": ("batch", "Batch", "BatchPrediction", 'Predict a batch: {"instances": [record, ...]}'),
@@ -222,6 +226,7 @@ def create_app(
         "Follow CURRENT; no error ends the loop (a dead watcher would serve a stale version forever)."
         while True:
             await asyncio.sleep(poll)
+            version = "CURRENT"  # what to blame if reading it fails
             try:
                 version, served = reg.current(), state["served"]
                 bad, when = state["failed"]
@@ -232,7 +237,7 @@ def create_app(
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # a DataError from a bad version, an OSError from the disk, anything else
-                failed(locals().get("version") or "CURRENT", e)
+                failed(version, e)
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -259,16 +264,15 @@ def create_app(
         return app.openapi_schema
     app.openapi = openapi
     app.add_middleware(_Instrument, metrics=metrics)
-    app.state.metrics, app.state.current = metrics, lambda: state["served"]
 
     @app.exception_handler(HTTPError)
     async def refuse(request: Request, e: HTTPError):
-        metrics.child(metrics.errors, request.url.path if request.url.path in ROUTES else "other", e.kind).inc()
+        metrics.child(metrics.errors, _endpoint(request.url.path), e.kind).inc()
         return JSONResponse({"detail": e.detail}, status_code=e.status)
 
     @app.exception_handler(Exception)
     async def internal(request: Request, e: Exception):  # a bug: still JSON, still counted, logged with its traceback
-        metrics.child(metrics.errors, request.url.path if request.url.path in ROUTES else "other", "internal").inc()
+        metrics.child(metrics.errors, _endpoint(request.url.path), "internal").inc()
         log.exception("internal error on %s", request.url.path)
         return JSONResponse({"detail": f"internal error ({type(e).__name__}); see the service log"}, status_code=500)
 
@@ -365,7 +369,7 @@ def create_app(
 
     return app
 
-# %% ../nbs/06f_serve.ipynb #5537557c
+# %% ../nbs/06f_serve.ipynb #9b487fe6
 @contextlib.contextmanager
 def background(app: FastAPI, host: str = "127.0.0.1", port: int = 0, timeout: float = 30.0):
     "Run `app` with uvicorn in a background thread; yield its base URL; stop it when the block ends."
@@ -384,7 +388,7 @@ def background(app: FastAPI, host: str = "127.0.0.1", port: int = 0, timeout: fl
         server.should_exit = True
         thread.join(timeout)
 
-# %% ../nbs/06f_serve.ipynb #9320f963
+# %% ../nbs/06f_serve.ipynb #291679eb
 def serve(
     registry: str | None = None,  # registry folder: serve its current version, follow promotions
     bundle: str | None = None,  # or one bundle folder
