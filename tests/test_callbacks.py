@@ -113,7 +113,9 @@ def test_mode_inference(monitor, mode, tmp_path):
 def test_early_stopping_bad_arguments(digits):
     with pytest.raises(DataError, match="patience=0"):
         EarlyStopping(patience=0)
-    learn = Learner(digits_mlp(), digits, device="cpu", callbacks=[EarlyStopping("val_acc")])
+    with pytest.raises(DataError, match="Unknown metric 'val_acc'"):  # a typo is caught before training
+        EarlyStopping("val_acc")
+    learn = Learner(digits_mlp(), digits, device="cpu", callbacks=[EarlyStopping("val_acc", mode="max")])
     with pytest.raises(DataError, match=r"'val_acc' is not logged; choose from \['epoch', 'train_loss', 'valid_loss'"):
         learn.fit(2, lr=3e-3)
 

@@ -315,7 +315,7 @@ def test_edited_edge_json_refused(edge_path, edit):
     else:
         m["files"][MODEL]["size"] += 1
     (edge_path / "edge.json").write_text(json.dumps(m, indent=1, sort_keys=True))
-    assert "edited after quantization" in _refused(edge_path, "edge.json")
+    assert "edited after it was sealed" in _refused(edge_path, "edge.json")
 
 
 def test_resealed_edge_json_still_checked(edge_path):
@@ -328,11 +328,12 @@ def test_resealed_edge_json_still_checked(edge_path):
 
 
 def test_resealed_malformed_entry_and_format(edge_path):
+    good = json.loads((edge_path / "edge.json").read_text())["files"]
     _reseal(edge_path, lambda m: m["files"].update({MODEL: "trust me"}))
     assert f"{MODEL} needs an integer size" in _refused(edge_path, "edge.json")
     _reseal(edge_path, lambda m: m.update(format={"name": "trainkit-edge", "version": 99}))
     assert "not a trainkit-edge version 1" in _refused(edge_path, "edge.json")
-    _reseal(edge_path, lambda m: m.update(format={"name": "trainkit-edge", "version": 1}))
+    _reseal(edge_path, lambda m: m.update(format={"name": "trainkit-edge", "version": 1}, files=good))
     _reseal(edge_path, lambda m: m.pop("task"))
     assert "has no ['task']" in _refused(edge_path, "edge.json")
 

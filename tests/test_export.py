@@ -237,7 +237,7 @@ def test_edited_manifest_refused(bundle_path, edit):
 def test_manifest_listing_foreign_file_refused(bundle_path):
     (bundle_path / "model.pkl").write_bytes(b"x")
     _reseal(bundle_path, "model.pkl", b"x")
-    assert "a bundle holds only" in _refused(bundle_path, "manifest.json")
+    assert "the bundle folder may hold only" in _refused(bundle_path, "manifest.json")
 
 
 def test_resealed_malformed_manifest_entry_refused(bundle_path):

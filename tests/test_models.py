@@ -10,7 +10,7 @@ from torch import nn
 
 from trainkit.core import DataError
 from trainkit.datasets import Datasets, load_datasets
-from trainkit.models import (CNN, MLP, GRUForecaster, LinearModel, SklearnModel, TransformerClassifier, count_params,
+from trainkit.models import (CNN, MLP, TRAINING_METRICS, GRUForecaster, LinearModel, SklearnModel, TransformerClassifier, count_params,
                              fit_lbfgs, make_copy_task, time_per_step)
 
 
@@ -109,7 +109,7 @@ def test_sklearn_model_random_forest_penguins():
     assert (probs >= 0).all()
     torch.testing.assert_close(probs.sum(1), torch.ones(len(probs)))
     v = m.validate("valid")
-    assert set(v) == {"accuracy"} and v["accuracy"] > 0.9
+    assert list(v) == list(TRAINING_METRICS["classification"]) and v["accuracy"] > 0.9  # the Learner's keys
     assert v["accuracy"] == pytest.approx(float((probs.argmax(1) == penguins.y_valid).float().mean()))
     assert m.validate("test")["accuracy"] > 0.9
 
@@ -119,7 +119,8 @@ def test_sklearn_model_regression(diabetes):
     pred = m.predict(diabetes.X_valid)
     assert pred.shape == (len(diabetes.X_valid),)
     v = m.validate()
-    assert set(v) == {"mae"}
+    assert list(v) == list(TRAINING_METRICS["regression"])
+    assert v["rmse"] >= v["mae"] and v["loss"] == pytest.approx(v["rmse"] ** 2, rel=1e-5)
     assert v["mae"] == pytest.approx(float((pred - diabetes.y_valid).abs().mean()), rel=1e-6)
 
 

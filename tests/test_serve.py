@@ -373,13 +373,15 @@ def test_crash_mid_export_or_promote_keeps_the_previous_version_serving(reg, row
         t = threading.Thread(target=_hammer, args=(url, rows[0], stop, seen))
         t.start()
         time.sleep(0.3)
-        real = trainkit.registry.atomic_write if where == "promote" else trainkit.export.atomic_write
+        name = "atomic_write" if where == "promote" else "seal"  # writes CURRENT; seals a new bundle's manifest
+        real = getattr(trainkit.registry if where == "promote" else trainkit.export, name)
 
-        def crashing(path, *a, **k):
-            if (where == "promote" and path.name == "CURRENT") or (where == "add" and path.name == "manifest.json"):
+        def crashing(*a, **k):
+            path = a[0] if where == "promote" else a[0] / a[1]
+            if path.name in ("CURRENT", "manifest.json"):
                 raise KeyboardInterrupt("power cut")
-            return real(path, *a, **k)
-        monkeypatch.setattr(trainkit.registry if where == "promote" else trainkit.export, "atomic_write", crashing)
+            return real(*a, **k)
+        monkeypatch.setattr(trainkit.registry if where == "promote" else trainkit.export, name, crashing)
         with pytest.raises(KeyboardInterrupt):
             if where == "add":
                 reg.add(train(hidden=(16,), seed=2))

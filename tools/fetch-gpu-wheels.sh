@@ -4,6 +4,7 @@
 #
 # Usage, from anywhere:  bash tools/fetch-gpu-wheels.sh          fetch what is missing, then check
 #                        bash tools/fetch-gpu-wheels.sh --check  check .whl/ only, download nothing
+# GPU_PACKAGES=FILE names another list of what the GPU machine has (default tools/gpu-machine-packages.txt).
 #
 # What is fetched: the closure (each wheel's Requires-Dist, no extras, Python 3.12 on Linux) of
 #   - pyproject.toml's [project].dependencies and the extras in $GPU_EXTRAS (default "course test tune
@@ -11,8 +12,8 @@
 #     only a person at JupyterLab needs, and playwright: 52 MB, and the GPU machine has no Chromium for
 #     the browser tests, which skip there; without it .whl/ stays under the 64 MiB a device call carries);
 #   - ipython, which execnb (nbdev-test) runs the notebooks in;
-# less every package the GPU machine already has (the package list in /work/.library/device/KINDS.md;
-# torch, numpy, pandas, scipy, scikit-learn, matplotlib, statsmodels, pytest, hypothesis, requests, lxml...).
+# less every package the GPU machine already has (tools/gpu-machine-packages.txt, one name a line: torch, numpy,
+# pandas, scipy, scikit-learn, matplotlib, statsmodels, pytest, hypothesis, requests, lxml...).
 # Versions: the one installed in .venv where it has the package, else the newest that pip finds for the
 # requirement; every wheel is for cp312 manylinux x86_64 (or pure Python).
 #
@@ -30,7 +31,7 @@ PY=${PYTHON:-python3}
 export GPU_EXTRAS=${GPU_EXTRAS:-course test tune serve}
 export SKIP=${SKIP:-jupyterlab jupytext playwright}
 export NO_FALLBACK=${NO_FALLBACK:-torch numpy pandas scipy scikit-learn matplotlib statsmodels lxml pyarrow onnx onnxruntime tensorboard jax jaxlib triton}
-export KINDS=${KINDS:-/work/.library/device/KINDS.md}
+export GPU_PACKAGES=${GPU_PACKAGES:-tools/gpu-machine-packages.txt}
 CHECK_ONLY=0
 [ "${1:-}" = "--check" ] && CHECK_ONLY=1
 export CHECK_ONLY
@@ -48,9 +49,9 @@ check_only = os.environ['CHECK_ONLY'] == '1'
 extras = os.environ['GPU_EXTRAS'].split()
 skip = {cn(x) for x in os.environ['SKIP'].split()}
 no_fallback = {cn(x) for x in os.environ['NO_FALLBACK'].split()}
-kinds = Path(os.environ['KINDS'])
-if not kinds.exists(): sys.exit(f'{kinds} not found: it lists what the GPU machine has')
-gpu = {cn(x.strip().rstrip('.')) for x in kinds.read_text().split('Packages:')[-1].split(',') if x.strip()}
+listing = Path(os.environ['GPU_PACKAGES'])
+if not listing.exists(): sys.exit(f'{listing} not found: it lists what the GPU machine has, one package a line')
+gpu = {cn(l.strip()) for l in listing.read_text().splitlines() if l.strip() and not l.startswith('#')}
 ENV = dict(python_version='3.12', python_full_version='3.12.3', sys_platform='linux', platform_system='Linux',
            platform_machine='x86_64', os_name='posix', implementation_name='cpython',
            platform_python_implementation='CPython', platform_release='', platform_version='')

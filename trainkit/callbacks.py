@@ -14,6 +14,7 @@ import torch
 
 from .core import DataError
 from .learner import Callback, CancelFit
+from .models import goal
 
 # %% auto #0
 __all__ = ['ProgressBar', 'LivePlot', 'TensorBoardLogger', 'MLflowLogger', 'EarlyStopping', 'NaNGuard', 'Checkpoint']
@@ -136,7 +137,7 @@ class EarlyStopping(Callback):
         if patience < 1:
             raise DataError(f"patience={patience}: must be at least 1.")
         self.monitor, self.patience, self.min_delta, self.restore_best = monitor, patience, min_delta, restore_best
-        self.mode = mode or ("min" if "loss" in monitor or monitor in ("mae", "rmse") else "max")
+        self.mode = mode or goal(monitor)  # which way is better: the metric vocabulary of Step 2
         self.best, self.best_epoch, self.wait, self.best_state = None, None, 0, None
 
     def _better(self, v) -> bool:
@@ -205,7 +206,7 @@ class Checkpoint(Callback):
 
     def __init__(self, folder: str | Path, every: int = 0, monitor: str = "valid_loss", mode: str | None = None):
         self.folder, self.every, self.monitor = Path(folder), every, monitor
-        self.mode = mode or ("min" if "loss" in monitor or monitor in ("mae", "rmse") else "max")
+        self.mode = mode or goal(monitor)  # which way is better: the metric vocabulary of Step 2
         self.best = None
 
     def _save(self, learn, name: str):

@@ -142,7 +142,8 @@ def step_split(ctx):
     return {"splits": splits, "leakage": check_leakage(splits, "species", s.groups or None)}
 
 def step_preprocess(ctx):
-    ds = from_splits(ctx["splits"], Preprocessor(target="species", drop=PENGUIN_DROP), name="penguins")
+    ds = from_splits(ctx["splits"], Preprocessor(target="species", drop=PENGUIN_DROP), name="penguins",
+                     group=ctx["cfg"].split.groups or None)
     ds.preprocessor.save(ctx["out"] / "preprocessor.json")
     return {"datasets": ds}
 
@@ -175,8 +176,7 @@ def step_train(ctx):
 
 def step_evaluate(ctx):
     "Score the trained model on the test split, once, with the islands as slices; write the report and plots."
-    test_islands = ctx["splits"].test["island"].to_numpy()
-    report = evaluate(ctx["learner"], ctx["datasets"], split="test", group=test_islands)
+    report = evaluate(ctx["learner"], ctx["datasets"], split="test", group="island")
     report.save(ctx["out"] / "evaluation")
     return {"report": report}
 
@@ -218,7 +218,7 @@ def describe(ctx) -> str:
         f"  trained    {ctx['learner']!r}, {len(ctx['learner'].history)} epochs in {ctx['timings']['train']:.2f} s",
         "  validation " + ", ".join(f"{k} {v:.3f}" for k, v in ctx["valid"].items()),
         "  test       " + ", ".join(f"{k} {v:.3f}" for k, v in ctx["report"].metrics.items()
-                                    if v is not None and k in ("accuracy", "f1_macro", "roc_auc", "ece", "mae", "rmse", "r2"))
+                                    if v is not None and k in ("accuracy", "f1", "roc_auc", "ece", "mae", "rmse", "r2"))
         + f" ({ctx['report'].n} rows, evaluated once) -> evaluation/report.md",
         f"  deployed   {dep['version']} -> {dep['registry']} "
         + (f"(promoted; the previous version was {dep['previous']})" if dep["promoted"] and dep["previous"]

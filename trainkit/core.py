@@ -7,9 +7,13 @@ Docs: https://trainkit.github.io/trainkit/core.html.md"""
 # %% ../nbs/00_core.ipynb #b19e11ac
 from __future__ import annotations
 
+import hashlib
+import json
+import math
 import os
 import platform
 import random
+import shutil
 import sys
 import tempfile
 from contextlib import contextmanager
@@ -22,12 +26,26 @@ from platformdirs import user_data_dir
 from . import __version__
 
 # %% auto #0
-__all__ = ['DataError', 'fast_mode', 'pick', 'seed_everything', 'get_device', 'data_dir', 'artifacts_dir', 'atomic_write',
-           'environment']
+__all__ = ['MAX_INDEX', 'DataError', 'check_type', 'fast_mode', 'pick', 'seed_everything', 'get_device', 'data_dir',
+           'artifacts_dir', 'atomic_write', 'sha256', 'jsonable', 'staged_folder', 'put_file', 'seal', 'read_file',
+           'read_sealed', 'environment']
 
 # %% ../nbs/00_core.ipynb #47f5398c
 class DataError(ValueError):
     "Bad input data: the message names the file, column or row and what to do about it."
+
+def check_type(
+    value,  # what the caller passed
+    expected,  # a type, or a tuple of types
+    name: str,  # the argument's name, e.g. "evaluate: data"
+    hint: str = "",  # what to do instead
+):
+    "Return `value`, or raise a DataError saying what `name` should have been and what it was."
+    if isinstance(value, expected):
+        return value
+    kinds = " or ".join(t.__name__ for t in (expected if isinstance(expected, tuple) else (expected,)))
+    got = type(value).__name__ + (f" {value!r}"[:60] if isinstance(value, (str, int, float)) else "")
+    raise DataError(f"{name} should be a {kinds}, got {got}." + (f" {hint}" if hint else ""))
 
 # %% ../nbs/00_core.ipynb #a71ba3e3
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off", ""}
@@ -127,6 +145,105 @@ def atomic_write(
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+# %% ../nbs/00_core.ipynb #4a5ba6f2
+def sha256(blob: bytes) -> str:
+    "The sha256 of `blob` as 64 hex digits: change one bit and the whole hash changes."
+    return hashlib.sha256(blob).hexdigest()
+
+def jsonable(x):
+    "`x` as plain JSON values: numpy scalars and one-number tensors as Python numbers, nan and inf as None."
+    if isinstance(x, dict): return {str(k): jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)): return [jsonable(v) for v in x]
+    if isinstance(x, (np.generic, torch.Tensor)): x = x.item()
+    return None if isinstance(x, float) and not math.isfinite(x) else x
+
+# %% ../nbs/00_core.ipynb #55f60652
+@contextmanager
+def staged_folder(
+    dest: str | Path,  # the folder to create; it must not exist yet
+):
+    "Yield a temporary folder beside `dest`; on success fsync its files and rename it to `dest`, on error remove it."
+    dest = Path(dest)
+    if dest.exists():
+        raise DataError(f"{dest} already exists; it is never overwritten: choose a new name.")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp"))
+    try:
+        yield tmp
+        for p in tmp.rglob("*"):
+            if p.is_file():
+                with open(p, "rb") as f:
+                    os.fsync(f.fileno())  # on disk before the rename makes the folder visible
+        os.replace(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+def put_file(folder: Path, name: str, blob: bytes) -> dict:
+    "Write `blob` as `folder/name`; return its index entry (sha256 and size)."
+    (Path(folder) / name).write_bytes(blob)
+    return {"sha256": sha256(blob), "size": len(blob)}
+
+def seal(folder: Path, name: str, index: dict):
+    "Write `index` (which lists the files) as `name`, strict JSON, and its sha256 beside it as NAME.sha256."
+    blob = json.dumps(jsonable(index), indent=1, sort_keys=True, allow_nan=False).encode()
+    put_file(folder, name, blob)
+    put_file(folder, name.removesuffix(".json") + ".sha256", f"{sha256(blob)}  {name}\n".encode())
+
+# %% ../nbs/00_core.ipynb #f82dde14
+MAX_INDEX = 16 * 2**20  # bytes; a bigger index file is refused unread
+
+def read_file(folder: Path, name: str, entry: dict | None = None, cap: int | None = None) -> bytes:
+    "The bytes of `folder/name`, refused unless it is a plain file of the `entry`'s size and sha256 and at most `cap` bytes."
+    p = Path(folder) / name
+    if p.is_symlink() or not p.is_file():
+        raise DataError(f"{name}: missing from {folder} (or not a plain file).")
+    n = p.stat().st_size
+    if entry is not None and n != entry["size"]:
+        raise DataError(f"{name}: {n} bytes, the index says {entry['size']}: the file was truncated or replaced.")
+    if cap is not None and n > cap:
+        raise DataError(f"{name}: {n} bytes, more than the {cap} allowed; refusing to read it.")
+    blob = p.read_bytes()
+    if entry is not None and sha256(blob) != entry["sha256"]:
+        raise DataError(f"{name}: its sha256 does not match the index: the file changed after it was written.")
+    return blob
+
+# %% ../nbs/00_core.ipynb #2c497904
+def read_sealed(
+    folder: str | Path,  # a folder written with `staged_folder` and `seal`
+    name: str,  # its index, e.g. "manifest.json"
+    fmt: dict,  # the "format" the index must declare, e.g. {"name": "trainkit-bundle", "version": 1}
+    allowed: tuple[str, ...],  # the file names an index may list
+    what: str = "sealed",  # the folder's kind, for messages: "bundle", "edge model"
+) -> tuple[dict, dict[str, bytes]]:
+    "The index and every file it lists, each checked against its seal and hash before anything is parsed."
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"No {what} folder at {folder}.")
+    stem = name.removesuffix(".json") + ".sha256"
+    side = read_file(folder, stem, cap=1024).decode("ascii", "replace").split()
+    blob = read_file(folder, name, cap=MAX_INDEX)
+    if not side or side[0] != sha256(blob):
+        raise DataError(f"{name}: its sha256 does not match {stem}: it was edited after it was sealed.")
+    try:
+        index = json.loads(blob)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"{name}: not valid JSON ({e}).") from e
+    if not isinstance(index, dict) or index.get("format") != fmt or not isinstance(index.get("files"), dict):
+        raise DataError(f"{name}: not a {fmt['name']} version {fmt['version']} file.")
+    files = index["files"]
+    if bad := sorted(set(files) - set(allowed)):
+        raise DataError(f"{name}: lists {bad}; the {what} folder may hold only {list(allowed)}.")
+    if bad := [n for n, f in files.items() if not (isinstance(f, dict) and isinstance(f.get("size"), int)
+                                                   and isinstance(f.get("sha256"), str))]:
+        raise DataError(f"{name}: the entry for {bad[0]} needs an integer size and a sha256.")
+    listed, present = set(files) | {name, stem}, {p.name for p in folder.iterdir()}
+    if extra := sorted(present - listed):
+        raise DataError(f"{extra[0]}: not part of the {what} folder ({name} lists {sorted(listed)}); remove it.")
+    if missing := sorted(listed - present):
+        raise DataError(f"{missing[0]}: listed in {name} but missing from {folder}.")
+    return index, {n: read_file(folder, n, f) for n, f in files.items()}
 
 # %% ../nbs/00_core.ipynb #0987922e
 def environment() -> dict:

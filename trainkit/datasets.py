@@ -15,9 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .clean import CleanSpec, clean
 from .core import DataError
-from .data import collect
 from .prep import Preprocessor, Splits, profile, split
 
 # %% auto #0
@@ -40,6 +38,8 @@ class Datasets:
     name: str = ""
     profile: dict = field(default_factory=dict, repr=False)  # training-data summary per raw feature
     preprocessor: Preprocessor | None = field(default=None, repr=False)  # turns raw records into X
+    frames: Splits | None = field(default=None, repr=False)  # each split's rows before preprocessing, in tensor order
+    group: str | None = None  # the column whose values never span two splits (e.g. a bird's id), if any
 
     @property
     def task(self) -> str: return "regression" if self.classes is None else "classification"
@@ -51,6 +51,26 @@ class Datasets:
     def splits(self):
         "(name, X, y) for train, valid and test."
         return [("train", self.X_train, self.y_train), ("valid", self.X_valid, self.y_valid), ("test", self.X_test, self.y_test)]
+
+    def rows(self, split: str) -> pd.DataFrame:
+        "The rows behind one split ('train', 'valid' or 'test'): clean records, ids and target, in tensor order."
+        if split not in ("train", "valid", "test"):
+            raise DataError(f"split={split!r}: use 'train', 'valid' or 'test'.")
+        if self.frames is None:
+            raise DataError(f"{self.name or 'This Datasets'} keeps no rows (it was built from tensors); use its X and y.")
+        return self.frames[("train", "valid", "test").index(split)]
+
+    def records(self, split: str, columns: list[str] | None = None) -> list[dict]:
+        "One split's raw feature fields as dicts, missing values as None: what a deployed model is sent."
+        columns = columns or (self.preprocessor.numeric_ + self.preprocessor.categorical_)
+        df = self.rows(split)[columns]
+        return df.astype(object).where(df.notna(), None).to_dict("records")
+
+    def groups(self, *splits: str) -> np.ndarray:
+        "The group id of every row of `splits` in order (e.g. groups('train', 'valid') for grouped CV folds)."
+        if self.group is None:
+            raise DataError(f"{self.name or 'This Datasets'} was split without groups; there are no group ids.")
+        return np.concatenate([self.rows(s)[self.group].to_numpy() for s in splits])
 
     def to(self, device) -> "Datasets":
         "A copy with every tensor on `device` (small data lives on the GPU for the whole run)."
@@ -77,21 +97,28 @@ def from_splits(
     splits: Splits,  # train/valid/test frames
     preprocessor: Preprocessor,  # unfitted; fitted here on `splits.train` only
     name: str = "",
+    group: str | None = None,  # the column the split kept together (`split(groups=...)`), if any
 ) -> Datasets:
-    "Fit `preprocessor` on the training split and return the three splits as tensors."
+    "Fit `preprocessor` on the training split and return the three splits as tensors, their rows kept."
+    if not isinstance(splits, Splits):
+        raise DataError(f"from_splits: expected the Splits that prep.split returns, got {type(splits).__name__}.")
     pre = preprocessor.fit(splits.train)
     arrays = [_t(pre.transform(s), pre.transform_target(s)) for s in splits]
     return Datasets(*arrays[0], *arrays[1], *arrays[2], feature_names=list(pre.feature_names_out_),
-                    classes=pre.classes_, kind="tabular", name=name, profile=pre.profile_, preprocessor=pre)
+                    classes=pre.classes_, kind="tabular", name=name, profile=pre.profile_, preprocessor=pre,
+                    frames=splits, group=group)
 
 # %% ../nbs/01e_datasets.ipynb #f6238cc3
 PENGUIN_DROP = ["study", "sample_number", "individual_id", "date_egg"]  # ids and dates: not features
 
 def load_penguins(seed: int = 42, source=None, groups: bool = True) -> Datasets:
     "Penguin species from the raw records: collect, clean, split (grouped by bird), preprocess."
+    from trainkit.clean import CleanSpec, clean  # the collection stack (pandera, requests): only when loading
+    from trainkit.data import collect
     df, _ = clean(collect(source), CleanSpec.penguins())
-    splits = split(df, "species", seed=seed, groups="individual_id" if groups else None)
-    return from_splits(splits, Preprocessor(target="species", drop=PENGUIN_DROP), name="penguins")
+    group = "individual_id" if groups else None
+    splits = split(df, "species", seed=seed, groups=group)
+    return from_splits(splits, Preprocessor(target="species", drop=PENGUIN_DROP), name="penguins", group=group)
 
 def _sklearn_frame(loader, target="target"):
     bunch = loader(as_frame=True)
@@ -122,7 +149,7 @@ def load_digits(seed: int = 42) -> Datasets:
     pre = Preprocessor(target="digit", numeric=pixels, categorical=[], scale=False).fit(splits.train)
     arrays = [_t(s[pixels].to_numpy(np.float32).reshape(-1, 1, 8, 8) / 16.0, pre.transform_target(s)) for s in splits]
     return Datasets(*arrays[0], *arrays[1], *arrays[2], feature_names=pixels, classes=pre.classes_, kind="image",
-                    name="digits", profile=pre.profile_, preprocessor=pre)
+                    name="digits", profile=pre.profile_, preprocessor=pre, frames=splits)
 
 # %% ../nbs/01e_datasets.ipynb #c5bb6de6
 def load_sunspots(window: int = 24) -> Datasets:

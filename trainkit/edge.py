@@ -12,10 +12,7 @@ from __future__ import annotations
 import importlib
 import json
 import logging
-import os
 import platform
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -23,9 +20,8 @@ import numpy as np
 import pandas as pd
 
 from . import __version__
-from .core import DataError
-from .export import (MAX_MANIFEST, Bundle, _read, _sha256, cpu_session, load_bundle, model_inputs,
-                             read_preprocessor, read_sealed)
+from .core import MAX_INDEX, DataError, put_file, read_file, read_sealed, seal, sha256, staged_folder
+from .export import Bundle, cpu_session, load_bundle, model_inputs, read_preprocessor
 from .prep import Preprocessor
 
 # %% auto #0
@@ -84,12 +80,12 @@ def _quantize_dynamic(q, model, out: Path, **kwargs):
 
 def _source(bundle: Bundle) -> tuple[dict, bytes | None]:
     "The bundle's identity (version, manifest sha256) and its preprocessor.json bytes, both re-verified."
-    blob = _read(bundle.path, "manifest.json", cap=MAX_MANIFEST)
+    blob = read_file(bundle.path, "manifest.json", cap=MAX_INDEX)
     if json.loads(blob) != bundle.manifest:
         raise DataError(f"manifest.json: {bundle.path} changed since the bundle was loaded; load it again.")
     f = bundle.manifest["files"].get("preprocessor.json")
-    pre = _read(bundle.path, "preprocessor.json", f["size"], f["sha256"]) if f else None
-    return {"version": bundle.manifest["version"], "manifest_sha256": _sha256(blob), "data": bundle.manifest["data"],
+    pre = read_file(bundle.path, "preprocessor.json", f) if f else None
+    return {"version": bundle.manifest["version"], "manifest_sha256": sha256(blob), "data": bundle.manifest["data"],
             "model": bundle.manifest["model"]}, pre
 
 def _meta(bundle: Bundle, source: dict, quant: dict, tol: dict, check: dict, files: dict) -> dict:
@@ -116,44 +112,32 @@ def quantize(
     if weight_type not in WEIGHT_TYPES:
         raise DataError(f"weight_type={weight_type!r}: use one of {WEIGHT_TYPES}.")
     dest = Path(dest)
-    if dest.exists():
+    if dest.exists():  # checked before the work, as well as by staged_folder
         raise DataError(f"Edge model {dest} already exists; it is never overwritten: choose a new folder.")
     tol = {**TOLERANCE, **(tolerance or {})}
     source, pre_blob = _source(bundle)
     X = bundle.inputs(records)
     if len(X) == 0:
         raise DataError("records: no records to check parity on; pass held-out records (e.g. the validation split).")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp"))
-    try:
-        _quantize_dynamic(q, onnx.load_from_string(bundle._onnx), tmp / MODEL, op_types_to_quantize=list(op_types),
+    with staged_folder(dest) as tmp:  # the whole sealed folder, or nothing (Step 0)
+        _quantize_dynamic(q, onnx.load_from_string(bundle.onnx_bytes), tmp / MODEL, op_types_to_quantize=list(op_types),
                           per_channel=per_channel, weight_type=getattr(q.QuantType, weight_type))
         blob = (tmp / MODEL).read_bytes()
         graph = onnx.load_from_string(blob).graph
         if not any(t.data_type in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8) for t in graph.initializer):
             raise DataError(f"{MODEL}: no {'/'.join(op_types)} weights were quantized; nothing would be gained.")
         ops = sorted({n.op_type for n in graph.node if n.op_type.endswith("Integer")})
-        check = parity(_run(cpu_session(bundle._onnx), X, bundle.task),
+        check = parity(_run(cpu_session(bundle.onnx_bytes), X, bundle.task),
                        _run(cpu_session(blob, name=MODEL), X, bundle.task), tol)
         if not check["ok"]:
             raise DataError(f"{MODEL}: int8 outputs are outside the tolerance {tol} on {len(X)} records "
                             f"({check}); not written. Try per_channel=True, or static quantization.")
-        files = {MODEL: {"sha256": _sha256(blob), "size": len(blob)}}
+        files = {MODEL: put_file(tmp, MODEL, blob)}
         if pre_blob is not None:
-            (tmp / "preprocessor.json").write_bytes(pre_blob)
-            files["preprocessor.json"] = {"sha256": _sha256(pre_blob), "size": len(pre_blob)}
+            files["preprocessor.json"] = put_file(tmp, "preprocessor.json", pre_blob)
         quant = {"method": "dynamic", "tool": "onnxruntime.quantization.quantize_dynamic", "weight_type": weight_type,
                  "activation_type": "QUInt8", "per_channel": per_channel, "op_types": list(op_types), "integer_ops": ops}
-        meta = json.dumps(_meta(bundle, source, quant, tol, check, files), indent=1, sort_keys=True, allow_nan=False)
-        (tmp / "edge.json").write_bytes(meta.encode())
-        (tmp / "edge.sha256").write_text(f"{_sha256(meta.encode())}  edge.json\n")
-        for p in tmp.iterdir():  # durable before the rename makes them visible
-            with open(p, "rb") as f:
-                os.fsync(f.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        seal(tmp, "edge.json", _meta(bundle, source, quant, tol, check, files))
     return dest
 
 # %% ../nbs/06c_edge.ipynb #d2e1bfc0
@@ -161,7 +145,7 @@ class EdgeModel:
     "A verified int8 edge model: its ONNX Runtime session, preprocessor and edge.json; predictions on raw records."
 
     def __init__(self, path: Path, meta: dict, preprocessor: Preprocessor | None, onnx: bytes, threads: int | None = None):
-        self.path, self.meta, self.preprocessor, self._onnx = path, meta, preprocessor, onnx
+        self.path, self.meta, self.preprocessor, self.onnx_bytes = path, meta, preprocessor, onnx
         self.session = cpu_session(onnx, threads, name=MODEL)
 
     classes = property(lambda self: self.meta["classes"])
@@ -176,30 +160,17 @@ class EdgeModel:
         "Class probabilities (n, k) or values (n,) for raw records, from the int8 graph."
         return _run(self.session, self.inputs(records), self.task)
 
-def _verified_meta(folder: Path) -> dict:
-    m = read_sealed(folder, "edge.json", FORMAT, "edge model", "quantization")
-    if missing := [k for k in ("source", "task", "classes", "input", "quantization") if k not in m]:
-        raise DataError(f"edge.json: has no {missing}.")
-    if bad := sorted(set(m["files"]) - set(FILES)) or ([] if MODEL in m["files"] else [f"no {MODEL}"]):
-        raise DataError(f"edge.json: lists {bad}; an edge model holds {MODEL} and, for tabular data, preprocessor.json.")
-    if bad := [n for n, f in m["files"].items() if not (isinstance(f, dict) and isinstance(f.get("size"), int)
-                                                       and isinstance(f.get("sha256"), str))]:
-        raise DataError(f"edge.json: the entry for {bad[0]} needs an integer size and a sha256.")
-    listed, present = set(m["files"]) | {"edge.json", "edge.sha256"}, {p.name for p in folder.iterdir()}
-    if extra := sorted(present - listed):
-        raise DataError(f"{extra[0]}: not part of the edge model (edge.json lists {sorted(listed)}); remove it.")
-    if missing := sorted(listed - present):
-        raise DataError(f"{missing[0]}: listed in edge.json but missing from {folder}.")
-    return m
-
 def load_edge(
     path: str | Path,  # an edge model folder written by `quantize`
     threads: int | None = None,  # intra-op threads for the session; None: ONNX Runtime's default
 ) -> EdgeModel:
     "Verify every file of an edge model against edge.json, then load it; DataError naming the file otherwise."
     folder = Path(path)
-    m = _verified_meta(folder)
-    blobs = {name: _read(folder, name, f["size"], f["sha256"]) for name, f in m["files"].items()}
+    m, blobs = read_sealed(folder, "edge.json", FORMAT, FILES, "edge model")  # seal, listing, every file's hash
+    if missing := [k for k in ("source", "task", "classes", "input", "quantization") if k not in m]:
+        raise DataError(f"edge.json: has no {missing}.")
+    if MODEL not in blobs:
+        raise DataError(f"edge.json: lists no {MODEL}; an edge model needs it.")
     return EdgeModel(folder, m, read_preprocessor(blobs.get("preprocessor.json")), blobs[MODEL], threads)
 
 # %% ../nbs/06c_edge.ipynb #e6c47c62
@@ -245,7 +216,7 @@ def compare(
         raise DataError(f"edge.json: {edge.path.name} was made from bundle {edge.meta['source']['version']}, "
                         f"not from {bundle.path} ({bundle.manifest['version']}).")
     X, y = bundle.inputs(records), _targets(bundle, records, y)
-    sessions = [cpu_session(bundle._onnx, threads=1), cpu_session(edge._onnx, threads=1, name=MODEL)]
+    sessions = [cpu_session(bundle.onnx_bytes, threads=1), cpu_session(edge.onnx_bytes, threads=1, name=MODEL)]
     outs = [_run(s, X, bundle.task) for s in sessions]
     sizes = [bundle.manifest["files"]["model.onnx"]["size"], edge.meta["files"][MODEL]["size"]]
     rows = [{"model": name, "file": f, "size_bytes": n} for name, f, n in

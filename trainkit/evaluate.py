@@ -24,39 +24,25 @@ from sklearn.metrics import (ConfusionMatrixDisplay, accuracy_score, average_pre
                              r2_score, roc_auc_score, roc_curve, root_mean_squared_error)
 from sklearn.preprocessing import label_binarize
 
-from .core import DataError, atomic_write
+from .core import DataError, atomic_write, check_type
 from .datasets import Datasets
+from .models import METRICS, check_metric
 
 # %% auto #0
-__all__ = ['CLASSIFICATION_METRICS', 'REGRESSION_METRICS', 'ALIASES', 'REPORT_FORMAT', 'check_metrics', 'at_threshold',
-           'calibration_bins', 'score_classification', 'score_regression', 'score_slices', 'Report', 'compare',
-           'ReusedTestSetWarning', 'n_test_uses', 'evaluate', 'plot_confusion', 'plot_roc', 'plot_pr',
-           'plot_reliability', 'plot_residuals', 'threshold_widget']
+__all__ = ['REPORT_METRICS', 'REPORT_FORMAT', 'check_metrics', 'at_threshold', 'calibration_bins', 'score_classification',
+           'score_regression', 'score_slices', 'Report', 'compare', 'ReusedTestSetWarning', 'n_test_uses', 'evaluate',
+           'plot_confusion', 'plot_roc', 'plot_pr', 'plot_reliability', 'plot_residuals', 'threshold_widget']
 
 # %% ../nbs/05_evaluation.ipynb #c5e1ae22
-CLASSIFICATION_METRICS = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "precision_weighted",
-                          "recall_weighted", "f1_weighted", "roc_auc", "average_precision", "ece")
-REGRESSION_METRICS = ("mae", "rmse", "r2")
-ALIASES = {"auc": "roc_auc", "roc": "roc_auc", "ap": "average_precision", "precision": "precision_macro",
-           "recall": "recall_macro", "f1": "f1_macro", "mean_absolute_error": "mae", "r2_score": "r2"}
+REPORT_METRICS = {task: tuple(m for m, (t, _, _) in METRICS.items() if t == task)  # what a Report holds, by task
+                  for task in ("classification", "regression")}
 
 def check_metrics(
     names,  # metric names or aliases (one name or a list)
     task: str,  # "classification" or "regression"
 ) -> list[str]:
-    "The canonical names of `names`; DataError for an unknown name or another task's metric."
-    own = CLASSIFICATION_METRICS if task == "classification" else REGRESSION_METRICS
-    out = []
-    for name in [names] if isinstance(names, str) else names:
-        canon = ALIASES.get(name, name)
-        if canon not in CLASSIFICATION_METRICS + REGRESSION_METRICS:
-            raise DataError(f"Unknown metric {name!r}; known: {', '.join(CLASSIFICATION_METRICS + REGRESSION_METRICS)} "
-                            f"(aliases: {', '.join(ALIASES)}).")
-        if canon not in own:
-            other = "regression" if task == "classification" else "classification"
-            raise DataError(f"{name!r} is a {other} metric, and this is a {task} task; use one of {', '.join(own)}.")
-        out.append(canon)
-    return out
+    "The canonical names of `names` among a report's metrics; DataError for an unknown name or another task's metric."
+    return [check_metric(n, task, among=REPORT_METRICS[task]) for n in ([names] if isinstance(names, str) else names)]
 
 # %% ../nbs/05_evaluation.ipynb #64788742
 def at_threshold(
@@ -114,9 +100,9 @@ def score_classification(
     y, P, k = np.asarray(y_true), np.asarray(proba, dtype=float), len(classes)
     pred = _predicted(P, threshold)
     m = {"accuracy": accuracy_score(y, pred)}
-    for avg in ("macro", "weighted"):
+    for avg, suffix in (("macro", ""), ("weighted", "_weighted")):  # macro: the vocabulary's plain precision, recall, f1
         p, r, f, _ = precision_recall_fscore_support(y, pred, average=avg, zero_division=0)
-        m.update({f"precision_{avg}": p, f"recall_{avg}": r, f"f1_{avg}": f})
+        m.update({f"precision{suffix}": p, f"recall{suffix}": r, f"f1{suffix}": f})
     ranked = len(np.unique(y)) == k  # ranking metrics need every class in the split
     if k == 2:
         m["roc_auc"] = _or_none(roc_auc_score, y, P[:, 1]) if ranked else None
@@ -157,7 +143,7 @@ def score_slices(
         rows = group == g
         if task == "classification":
             out[str(g)] = {"n": int(rows.sum()), "accuracy": float(accuracy_score(y[rows], pred[rows])),
-                      "f1_macro": float(f1_score(y[rows], pred[rows], average="macro", zero_division=0))}
+                      "f1": float(f1_score(y[rows], pred[rows], average="macro", zero_division=0))}
         else:
             out[str(g)] = {"n": int(rows.sum()), "mae": float(mean_absolute_error(y[rows], pred[rows])),
                       "rmse": float(root_mean_squared_error(y[rows], pred[rows]))}
@@ -182,7 +168,7 @@ class Report:
     model: str  # the model's name in tables
     data: str  # the data set's name
     split: str  # "train", "valid" or "test"
-    metrics: dict  # headline numbers by name (CLASSIFICATION_METRICS or REGRESSION_METRICS); None if undefined
+    metrics: dict  # headline numbers by name (REPORT_METRICS[task]); None if undefined
     classes: list | None = None  # class names (classification)
     threshold: float | None = None  # binary decision threshold (None: the most probable class)
     per_class: dict = field(default_factory=dict)  # class -> precision, recall, f1, support
@@ -321,12 +307,14 @@ def evaluate(
     model_or_learner,  # a Learner, or anything with predict(X) -> probabilities (n, k) or values (n,)
     data: Datasets,  # the data; one of its splits is scored
     split: str = "test",  # "train", "valid" or "test" (score the test split once, at the end)
-    group=None,  # one group value per row of the split, in its order (array or Series), for slices
+    group=None,  # slices: a column of the split's rows (e.g. "island"), or one value per row in its order
     threshold: float | None = None,  # binary classifiers: predict positive when p1 >= threshold
     name: str | None = None,  # the model's name in tables (default: its class name)
     n_bins: int = 10,  # calibration bins
 ) -> Report:
     "Score a model on one split of `data`; return a `Report`. Warns when a test split is scored twice."
+    check_type(data, Datasets, "evaluate: data", "Call evaluate(model, data, split), e.g. evaluate(learn, penguins, 'test').")
+    check_type(split, str, "evaluate: split", "Use 'train', 'valid' or 'test'.")
     parts = {s: (X, y) for s, X, y in data.splits()}
     if split not in parts:
         raise DataError(f"split={split!r}: use 'train', 'valid' or 'test'.")
@@ -336,11 +324,16 @@ def evaluate(
     if threshold is not None and (data.n_classes != 2 or not 0 <= threshold <= 1):
         raise DataError(f"threshold={threshold!r}: only for binary classifiers, and a number in [0, 1] "
                         f"(this is a {data.task} task with {data.n_classes} classes).")
+    if isinstance(group, str):  # a column of the rows behind the split
+        rows = data.rows(split)
+        if group not in rows.columns:
+            raise DataError(f"group={group!r}: no such column in the {split} rows; columns are {list(rows.columns)}.")
+        group = rows[group]
     if group is not None:
         group = np.asarray(group, dtype=object)  # by position: a Series' index is ignored
         if group.ndim != 1 or len(group) != len(y):
             raise DataError(f"group has {len(group)} values but the {split} split has {len(y)} rows; pass one "
-                            f"value per row in the split's order (e.g. splits.{split}['island']).")
+                            f"value per row in the split's order, or a column name (group='island').")
     scores, y = _scores(model_or_learner, X, data), y.cpu().numpy()
     if split == "test":
         _record_test_use(data)

@@ -15,12 +15,9 @@ import importlib
 import io
 import json
 import math
-import os
 import platform
 import re
-import shutil
 import struct
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -30,14 +27,28 @@ import torch
 from torch import nn
 
 from . import __version__
-from .core import DataError, atomic_write
+from .core import DataError, check_type, jsonable, pick, put_file, read_sealed, seal, staged_folder
+from .datasets import Datasets, load_datasets
+from .learner import Learner
 from .models import CNN, MLP, LinearModel
-from .prep import _MISSING, Preprocessor
+from .prep import MISSING, Preprocessor
 
 # %% auto #0
-__all__ = ['MODELS', 'FORMAT', 'FILES', 'MAX_MANIFEST', 'MAX_HEADER', 'build_model', 'model_spec', 'input_schema', 'data_sha256',
-           'export', 'read_sealed', 'check_safetensors_header', 'cpu_session', 'model_inputs', 'Bundle',
+__all__ = ['MODELS', 'FORMAT', 'FILES', 'MAX_HEADER', 'penguin_learner', 'build_model', 'model_spec', 'input_schema',
+           'data_sha256', 'export', 'check_safetensors_header', 'cpu_session', 'model_inputs', 'Bundle',
            'read_preprocessor', 'load_bundle']
+
+# %% ../nbs/06a_export.ipynb #67a99e9e
+def penguin_learner(
+    hidden: tuple[int, ...] = (32,),  # the MLP's hidden widths
+    seed: int = 0,  # the initial weights' seed
+    epochs: int | None = None,  # default: 30, or 10 in fast mode
+    data: Datasets | None = None,  # default: load_datasets("penguins")
+) -> Learner:
+    "The course's penguin MLP, trained: the model the Step 6 chapters export, register, quantize, monitor and serve."
+    data = data if data is not None else load_datasets("penguins")
+    torch.manual_seed(seed)
+    return Learner(MLP(data.X_train.shape[1], data.n_classes, hidden), data).fit(epochs or pick(30, 10), lr=1e-2)
 
 # %% ../nbs/06a_export.ipynb #0de4a072
 MODELS = {"MLP": MLP, "CNN": CNN, "LinearModel": LinearModel}
@@ -83,8 +94,8 @@ def input_schema(data, pre: Preprocessor | None) -> dict:
         schema.update(target=pre.target, drop=list(pre.drop), unknown=pre.unknown, columns=[
             *({"name": c, "dtype": "float", "min": prof[c]["min"], "max": prof[c]["max"], "nullable": True}
               for c in pre.numeric_),
-            *({"name": c, "dtype": "str", "categories": [v for v in pre.categories_[c] if v != _MISSING],
-               "nullable": _MISSING in pre.categories_[c] or pre.unknown == "other"} for c in pre.categorical_)])
+            *({"name": c, "dtype": "str", "categories": [v for v in pre.categories_[c] if v != MISSING],
+               "nullable": MISSING in pre.categories_[c] or pre.unknown == "other"} for c in pre.categorical_)])
     return schema
 
 def data_sha256(data) -> str:
@@ -97,7 +108,6 @@ def data_sha256(data) -> str:
 # %% ../nbs/06a_export.ipynb #50f5f457
 FORMAT = {"name": "trainkit-bundle", "version": 1}
 FILES = ("weights.safetensors", "preprocessor.json", "model.onnx")  # what a manifest may list
-MAX_MANIFEST = 16 * 2**20  # bytes; a bigger manifest.json is refused unread
 MAX_HEADER = 100 * 2**20  # bytes; a bigger safetensors header is refused before safetensors sees it
 
 def _need(module: str):
@@ -105,15 +115,6 @@ def _need(module: str):
         return importlib.import_module(module)
     except ImportError as e:
         raise ImportError(f"trainkit.export needs {module.split('.')[0]}: pip install 'trainkit[serve]'") from e
-
-def _sha256(blob: bytes) -> str: return hashlib.sha256(blob).hexdigest()
-
-def _jsonable(x):
-    "Plain JSON values: numpy scalars to Python, nan and inf to None (the manifest stays strict JSON)."
-    if isinstance(x, dict): return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)): return [_jsonable(v) for v in x]
-    if isinstance(x, (np.generic, torch.Tensor)): x = x.item()
-    return None if isinstance(x, float) and not math.isfinite(x) else x
 
 def _onnx_bytes(model: nn.Module, input_shape: tuple) -> bytes:
     buf = io.BytesIO()
@@ -131,7 +132,7 @@ def _manifest(learner, pre, report, version, spec, files) -> dict:
     data = learner.data
     metrics = ({"source": f"report:{report.split}", **report.metrics} if report is not None
                else {"source": "history", **(learner.history[-1] if learner.history else {})})
-    return _jsonable({
+    return jsonable({
         "format": FORMAT, "version": version, "data": data.name, "task": data.task,
         "created_with": {"trainkit": __version__, "torch": torch.__version__, "python": platform.python_version()},
         "model": spec, "input": input_schema(data, pre), "classes": data.classes,
@@ -151,6 +152,7 @@ def export(
     version: str | None = None,  # the bundle's folder name; default: the next v1, v2, ...
 ) -> Path:
     "Write a versioned bundle folder (safetensors, preprocessor JSON, ONNX, manifest); return its path."
+    check_type(learner, Learner, "export: learner", "Pass the trained Learner (its model, data and history travel).")
     st = _need("safetensors.torch")
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
@@ -164,75 +166,15 @@ def export(
     pre = preprocessor if preprocessor is not None else (data.preprocessor if data.kind == "tabular" else None)
     spec = model_spec(learner.model)
     model = copy.deepcopy(learner.model).cpu().eval()  # leave the learner's model where and as it is
-    tmp = Path(tempfile.mkdtemp(dir=dest, prefix=f".{version}.", suffix=".tmp"))
-    try:
-        files = {}
-        def put(name: str, blob: bytes):
-            with atomic_write(tmp / name, "wb") as f:
-                f.write(blob)
-            files[name] = {"sha256": _sha256(blob), "size": len(blob)}
-        put("weights.safetensors", st.save({k: v.contiguous() for k, v in model.state_dict().items()}))
-        if pre is not None:
-            put("preprocessor.json", json.dumps(pre.to_dict(), indent=1, allow_nan=False).encode())
-        put("model.onnx", _onnx_bytes(model, data.input_shape))
-        blob = json.dumps(_manifest(learner, pre, report, version, spec, files), indent=1, sort_keys=True,
-                          allow_nan=False).encode()
-        put("manifest.json", blob)
-        put("manifest.sha256", f"{_sha256(blob)}  manifest.json\n".encode())
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    blobs = {"weights.safetensors": st.save({k: v.contiguous() for k, v in model.state_dict().items()}),
+             "preprocessor.json": json.dumps(pre.to_dict(), indent=1, allow_nan=False).encode() if pre else None,
+             "model.onnx": _onnx_bytes(model, data.input_shape)}
+    with staged_folder(final) as tmp:  # all files, sealed, or no folder at all (Step 0's sealed folders)
+        files = {name: put_file(tmp, name, blob) for name, blob in blobs.items() if blob is not None}
+        seal(tmp, "manifest.json", _manifest(learner, pre, report, version, spec, files))
     return final
 
 # %% ../nbs/06a_export.ipynb #502baaf3
-def _read(folder: Path, name: str, size: int | None = None, sha256: str | None = None, cap: int | None = None) -> bytes:
-    "The bytes of `folder/name`, refused unless it is a plain file of the expected size and hash."
-    p = folder / name
-    if p.is_symlink() or not p.is_file():
-        raise DataError(f"{name}: missing from the bundle {folder} (or not a plain file).")
-    n = p.stat().st_size
-    if size is not None and n != size:
-        raise DataError(f"{name}: {n} bytes, the manifest says {size}: the file was truncated or replaced.")
-    if cap is not None and n > cap:
-        raise DataError(f"{name}: {n} bytes, more than the {cap} allowed; refusing to read it.")
-    blob = p.read_bytes()
-    if sha256 is not None and _sha256(blob) != sha256:
-        raise DataError(f"{name}: its sha256 does not match the manifest: the file changed after export.")
-    return blob
-
-def read_sealed(folder: Path, name: str, fmt: dict, what: str, written_by: str) -> dict:
-    "JSON file `name` in `folder`, parsed only after its sha256 matches the seal beside it (NAME.sha256) and of format `fmt`."
-    if not folder.is_dir():
-        raise DataError(f"No {what} folder at {folder}.")
-    seal = name.removesuffix(".json") + ".sha256"
-    side = _read(folder, seal, cap=1024).decode("ascii", "replace").split()
-    blob = _read(folder, name, cap=MAX_MANIFEST)
-    if not side or side[0] != _sha256(blob):
-        raise DataError(f"{name}: its sha256 does not match {seal}: it was edited after {written_by}.")
-    try:
-        m = json.loads(blob)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataError(f"{name}: not valid JSON ({e}).") from e
-    if not isinstance(m, dict) or m.get("format") != fmt or not isinstance(m.get("files"), dict):
-        raise DataError(f"{name}: not a {fmt['name']} version {fmt['version']} file.")
-    return m
-
-def _verified_manifest(folder: Path) -> dict:
-    m = read_sealed(folder, "manifest.json", FORMAT, "bundle", "export")
-    if bad := sorted(set(m["files"]) - set(FILES)):
-        raise DataError(f"manifest.json: lists {bad}; a bundle holds only {list(FILES)}.")
-    if bad := [n for n, f in m["files"].items() if not (isinstance(f, dict) and isinstance(f.get("size"), int)
-                                                       and isinstance(f.get("sha256"), str))]:
-        raise DataError(f"manifest.json: the entry for {bad[0]} needs an integer size and a sha256.")
-    listed = set(m["files"]) | {"manifest.json", "manifest.sha256"}
-    present = {p.name for p in folder.iterdir()}
-    if extra := sorted(present - listed):
-        raise DataError(f"{extra[0]}: not part of the bundle (the manifest lists {sorted(listed)}); remove it.")
-    if missing := sorted(listed - present):
-        raise DataError(f"{missing[0]}: listed in the manifest but missing from {folder}.")
-    return m
-
 def check_safetensors_header(blob: bytes, name: str = "weights.safetensors", cap: int | None = None):
     "Refuse a safetensors file whose declared header is longer than the file or than `cap` bytes (default MAX_HEADER)."
     cap = MAX_HEADER if cap is None else cap
@@ -287,7 +229,7 @@ class Bundle:
 
     def __init__(self, path: Path, manifest: dict, model: nn.Module, preprocessor: Preprocessor | None, onnx: bytes):
         self.path, self.manifest, self.model, self.preprocessor = path, manifest, model, preprocessor
-        self._onnx, self._session = onnx, None
+        self.onnx_bytes, self._session = onnx, None  # the verified model.onnx
 
     classes = property(lambda self: self.manifest["classes"])
     task = property(lambda self: self.manifest["task"])
@@ -296,7 +238,7 @@ class Bundle:
     def onnx_session(self, threads: int | None = None):  # intra-op threads; None: onnxruntime's default (all cores)
         "An onnxruntime InferenceSession (CPU) for the verified model.onnx."
         if self._session is None or self._session[0] != threads:
-            self._session = threads, cpu_session(self._onnx, threads)
+            self._session = threads, cpu_session(self.onnx_bytes, threads)
         return self._session[1]
 
     def inputs(self, records) -> np.ndarray:
@@ -327,8 +269,7 @@ def read_preprocessor(blob: bytes | None) -> Preprocessor | None:
 def load_bundle(path: str | Path) -> Bundle:
     "Verify every file of a bundle against its manifest, then load it; DataError naming the file otherwise."
     folder = Path(path)
-    m = _verified_manifest(folder)
-    blobs = {name: _read(folder, name, f["size"], f["sha256"]) for name, f in m["files"].items()}
+    m, blobs = read_sealed(folder, "manifest.json", FORMAT, FILES, "bundle")  # seal, listing, every file's hash
     if "weights.safetensors" not in blobs or "model.onnx" not in blobs:
         raise DataError("manifest.json: a bundle needs weights.safetensors and model.onnx.")
     return Bundle(folder, m, _load_model(m["model"], blobs["weights.safetensors"]),

@@ -10,24 +10,10 @@ from __future__ import annotations
 
 import torch
 
-from .learner import _scheduler
-
 # %% auto #0
 __all__ = ['CudaGraphRunner']
 
 # %% ../nbs/03c_graphs.ipynb #6036bc06
-def _lr_table(schedule: str, lr: float, total: int) -> list[float]:
-    "The learning rate of every step, as the Learner's scheduler would set it."
-    p = torch.zeros(1, requires_grad=True)
-    opt = torch.optim.SGD([p], lr=lr)
-    sched = _scheduler(opt, schedule, lr, total)
-    out = []
-    for _ in range(total):
-        out.append(opt.param_groups[0]["lr"])
-        opt.step()
-        sched.step()
-    return out
-
 class CudaGraphRunner:
     "Replays captured training steps for `Learner(cuda_graph=True)`, the last partial batch included."
 
@@ -45,7 +31,7 @@ class CudaGraphRunner:
             raise RuntimeError(f"{self.n_full} full batches per epoch are too few to be worth capturing")
         self.chunk = min(chunk, self.n_full)
         dev = L.device
-        self.lr_table = torch.tensor(_lr_table(L.schedule, L.lr, L.epochs * L.n_batches) + [0.0], device=dev)
+        self.lr_table = torch.tensor(L.lr_table() + [0.0], device=dev)  # the schedule, read on the device
         self.lr_t = L.opt.param_groups[0]["lr"]  # a tensor: the optimizer is capturable
         self.perm = torch.arange(len(X), device=dev)
         self.pos = torch.zeros((), dtype=torch.long, device=dev)
@@ -60,7 +46,7 @@ class CudaGraphRunner:
         L = self.L
         L.opt.zero_grad(set_to_none=True)
         idx = self.perm[self.pos * L.batch_size + self.ar[:n]]
-        with L._autocast():
+        with L.autocast():
             loss = L.loss_fn(L.model(L.data.X_train[idx]), L.data.y_train[idx])
         loss.backward()
         L.opt.step()
@@ -115,7 +101,7 @@ class CudaGraphRunner:
     def run_epoch(self):
         "One epoch: captured chunks of steps, then the partial batch (if any) eagerly."
         L = self.L
-        self.perm.copy_(L._perm(L.epoch))
+        self.perm.copy_(L.permutation(L.epoch))
         self.pos.fill_(L.batch)
         self.step_t.fill_(L.step)
         self.lr_t.copy_(self.lr_table[L.step])

@@ -18,12 +18,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .core import DataError, atomic_write, get_device
+from .core import DataError, atomic_write, check_type, get_device
 from .datasets import Datasets
+from .models import check_model, confusion, metrics_from_confusion
 
 # %% auto #0
-__all__ = ['EVENTS', 'CHECKPOINT_FORMAT', 'CancelBatch', 'CancelEpoch', 'CancelFit', 'Callback', 'confusion',
-           'metrics_from_confusion', 'classification_metrics', 'regression_metrics', 'Learner']
+__all__ = ['EVENTS', 'CHECKPOINT_FORMAT', 'CancelBatch', 'CancelEpoch', 'CancelFit', 'Callback', 'make_scheduler', 'Learner']
 
 # %% ../nbs/03_training.ipynb #16f8bebf
 EVENTS = ("before_fit", "before_epoch", "before_batch", "after_loss", "after_step", "after_batch",
@@ -40,37 +40,6 @@ class Callback:
     def state_dict(self) -> dict: return {}
     def load_state_dict(self, state: dict): pass
     def __repr__(self): return type(self).__name__
-
-# %% ../nbs/03_training.ipynb #b89908f9
-def confusion(pred: torch.Tensor, target: torch.Tensor, n_classes: int) -> torch.Tensor:
-    "Confusion matrix (rows: true classes, columns: predicted), counted on the device without a sync."
-    counts = torch.zeros(n_classes * n_classes, dtype=torch.float64, device=pred.device)
-    counts.index_add_(0, target * n_classes + pred, torch.ones_like(pred, dtype=torch.float64))
-    return counts.reshape(n_classes, n_classes)
-
-def metrics_from_confusion(cm) -> dict[str, float]:
-    "Accuracy and macro precision, recall and F1 (as `sklearn.metrics` with zero_division=0)."
-    cm = cm.tolist() if torch.is_tensor(cm) else cm  # a few numbers: plain Python beats tiny tensor ops
-    k = len(cm)
-    tp = [cm[i][i] for i in range(k)]
-    pred_n = [sum(cm[r][i] for r in range(k)) for i in range(k)]
-    true_n = [sum(row) for row in cm]
-    present = [i for i in range(k) if pred_n[i] + true_n[i] > 0]  # sklearn averages over labels that occur
-    prec = [tp[i] / pred_n[i] if pred_n[i] else 0.0 for i in range(k)]
-    rec = [tp[i] / true_n[i] if true_n[i] else 0.0 for i in range(k)]
-    f1 = [2 * prec[i] * rec[i] / (prec[i] + rec[i]) if prec[i] + rec[i] else 0.0 for i in range(k)]
-    def mean(v): return sum(v[i] for i in present) / len(present)
-    return {"accuracy": sum(tp) / sum(true_n), "precision": mean(prec), "recall": mean(rec), "f1": mean(f1)}
-
-def classification_metrics(logits: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
-    "Accuracy and macro precision, recall and F1 from logits (as `sklearn.metrics` with zero_division=0)."
-    return metrics_from_confusion(confusion(logits.argmax(1), target, logits.shape[1]))
-
-def regression_metrics(pred: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
-    "Mean absolute error and root mean squared error."
-    err = pred.reshape(target.shape).float() - target.float()
-    mae, mse = torch.stack([err.abs().mean(), (err ** 2).mean()]).tolist()
-    return {"mae": mae, "rmse": math.sqrt(mse)}
 
 # %% ../nbs/03_training.ipynb #f5fa0de0
 def _default_loss(data: Datasets):
@@ -92,7 +61,12 @@ def _make_opt(name, params, lr, weight_decay, device, capturable=False):
 # %% ../nbs/03_training.ipynb #c4261408
 CHECKPOINT_FORMAT = "trainkit-checkpoint-1"
 
-def _scheduler(opt, schedule: str, lr: float, total: int):
+def make_scheduler(
+    opt,  # the optimizer whose learning rate it sets
+    schedule: str,  # "onecycle" or "constant"
+    lr: float,  # the peak (one-cycle) or constant learning rate
+    total: int,  # optimizer steps in the whole run
+):
     "One-cycle (warm up for a quarter of the steps, then anneal) or constant, for `total` steps."
     if schedule == "constant":
         return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
@@ -121,6 +95,8 @@ class Learner:
         seed: int = 42,  # seeds shuffling and, at the start of `fit`, dropout (initialise the weights yourself, before)
         max_device_bytes: int = 2**30,  # data larger than this streams through a DataLoader
     ):
+        check_type(model, nn.Module, "Learner: model", "Pass a PyTorch module, e.g. MLP(n_in, n_out).")
+        check_type(data, Datasets, "Learner: data", "Use load_datasets(name) or datasets.from_splits(...).")
         if not isinstance(batch_size, int) or batch_size < 1:
             raise DataError(f"batch_size={batch_size!r}: must be a positive integer.")
         if precision not in ("fp32", "bf16", "fp16"):
@@ -137,38 +113,10 @@ class Learner:
         self.on_device = nbytes <= max_device_bytes
         self.data = data.to(self.device) if self.on_device else data
         self.model.to(self.device)
-        self._check_inputs()
+        check_model(self.model, self.data)
         self.history, self.opt, self.sched, self.scaler = [], None, None, None
         self.epoch = self.batch = self.step = self.epochs = 0
         self.lr, self.schedule, self._epoch_done = None, "onecycle", False
-
-    # -- checks ---------------------------------------------------------------------------------
-    def _check_inputs(self):
-        "Fail before training on empty data, mismatched shapes, or labels outside the classes."
-        d = self.data
-        for name, X, y in d.splits():
-            if len(X) == 0 and name != "test":
-                raise DataError(f"The {name} split is empty.")
-            if len(X) != len(y):
-                raise DataError(f"The {name} split has {len(X)} inputs but {len(y)} targets.")
-        if d.task == "classification":
-            if d.y_train.dtype != torch.int64:
-                raise DataError(f"Classification targets must be int64 class indices, got {d.y_train.dtype}.")
-            for name, _, y in d.splits():
-                if len(y) and (int(y.min()) < 0 or int(y.max()) >= d.n_classes):
-                    raise DataError(f"The {name} split has labels outside 0..{d.n_classes - 1} (classes {d.classes}).")
-        self.model.eval()
-        try:
-            with torch.no_grad():
-                out = self.model(d.X_train[:2])
-        except Exception as e:
-            raise DataError(f"The model cannot take the data: input shape {tuple(d.X_train.shape[1:])} "
-                            f"({d.X_train.dtype}) raised {type(e).__name__}: {e}") from e
-        if d.task == "classification" and tuple(out.shape) != (2, d.n_classes):
-            raise DataError(f"The model's output is {tuple(out.shape)} for 2 samples; "
-                            f"{d.n_classes} classes need {(2, d.n_classes)}.")
-        if d.task == "regression" and out.numel() != 2:
-            raise DataError(f"The model's output is {tuple(out.shape)} for 2 samples; regression needs one number each.")
 
     # -- the loop -------------------------------------------------------------------------------
     @property
@@ -178,13 +126,14 @@ class Learner:
         for fn in self._handlers.get(event, ()):
             fn(self)
 
-    def _perm(self, epoch: int) -> torch.Tensor:
+    def permutation(self, epoch: int) -> torch.Tensor:
+        "The order of the training rows in `epoch`: a function of the seed and the epoch alone."
         g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
         return torch.randperm(len(self.data.X_train), generator=g).to(self.data.X_train.device)
 
-    def _batches(self, epoch: int, start: int = 0):
+    def batches(self, epoch: int, start: int = 0):
         "(x, y) batches of `epoch` from batch `start` on: indexed on the device, or streamed."
-        X, y, bs, perm = self.data.X_train, self.data.y_train, self.batch_size, self._perm(epoch)
+        X, y, bs, perm = self.data.X_train, self.data.y_train, self.batch_size, self.permutation(epoch)
         if self.on_device:
             for idx in perm.split(bs)[start:]:
                 yield X.index_select(0, idx), y.index_select(0, idx)  # cheaper to call than X[idx]
@@ -196,7 +145,8 @@ class Learner:
             for xb, yb in dl:
                 yield xb.to(self.device, non_blocking=True), yb.to(self.device, non_blocking=True)
 
-    def _autocast(self):
+    def autocast(self):
+        "The mixed-precision context of this run (a no-op in fp32)."
         if self.precision == "fp32":
             return nullcontext()  # cheaper than a disabled autocast, and this runs every step
         dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
@@ -204,7 +154,7 @@ class Learner:
 
     def _one_batch(self, xb, yb):
         "Forward, loss, backward, update: one step."
-        with self._autocast():
+        with self.autocast():
             self.out = self.model(xb)                       # feed forward
             self.loss = self.loss_fn(self.out, yb)          # compute the loss
         self("after_loss")
@@ -257,7 +207,7 @@ class Learner:
                     if graph is not None:
                         graph.run_epoch()
                     else:
-                        for xb, yb in self._batches(self.epoch, self.batch):
+                        for xb, yb in self.batches(self.epoch, self.batch):
                             try:
                                 self("before_batch")
                                 self._one_batch(xb, yb)
@@ -298,8 +248,19 @@ class Learner:
         total = self.epochs * self.n_batches
         self.opt = _make_opt(self.opt_name, self.model.parameters(), self.lr, self.weight_decay, self.device,
                              capturable=self.cuda_graph and self.device.type == "cuda")
-        self.sched = _scheduler(self.opt, self.schedule, self.lr, total)
+        self.sched = make_scheduler(self.opt, self.schedule, self.lr, total)
         self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
+
+    def lr_table(self) -> list[float]:
+        "The learning rate of every step of this fit, as its scheduler sets them (the CUDA-graph runner replays these)."
+        p = torch.zeros(1, requires_grad=True)
+        opt = torch.optim.SGD([p], lr=self.lr)
+        sched, out = make_scheduler(opt, self.schedule, self.lr, self.epochs * self.n_batches), []
+        for _ in range(self.epochs * self.n_batches):
+            out.append(opt.param_groups[0]["lr"])
+            opt.step()
+            sched.step()
+        return out
 
     # -- evaluation -----------------------------------------------------------------------------
     @torch.no_grad()
@@ -308,7 +269,7 @@ class Learner:
         chunk = max(self.batch_size, 1024)
         outs = []
         for i in range(0, len(X), chunk):
-            with self._autocast():
+            with self.autocast():
                 outs.append(self.model(X[i:i + chunk].to(self.device, non_blocking=True)).float())
         return outs[0] if len(outs) == 1 else torch.cat(outs)
 
@@ -399,7 +360,7 @@ class Learner:
     def _setup_graph(self):
         "A CUDA-graph runner, or None (with a warning saying why) when this run cannot be captured."
         try:
-            from trainkit.graphs import CudaGraphRunner  # Step 3c; imported here, as it imports this module
+            from trainkit.graphs import CudaGraphRunner  # Step 3c; only CUDA-graph runs need it
             return CudaGraphRunner(self)
         except Exception as e:
             warnings.warn(f"CUDA-graph mode is off for this run ({type(e).__name__}: {e}); training eagerly.")

@@ -8,18 +8,21 @@ Docs: https://trainkit.github.io/trainkit/models.html.md"""
 # %% ../nbs/02_models.ipynb #fb385291
 from __future__ import annotations
 
+import math
 import time
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from .core import DataError, get_device
+from .core import DataError, check_type, get_device
 from .datasets import Datasets
 
 # %% auto #0
-__all__ = ['LinearModel', 'fit_lbfgs', 'SklearnModel', 'MLP', 'CNN', 'GRUForecaster', 'TransformerClassifier', 'make_copy_task',
-           'count_params', 'time_per_step']
+__all__ = ['METRICS', 'ALIASES', 'TRAINING_METRICS', 'LinearModel', 'fit_lbfgs', 'check_metric', 'goal', 'confusion',
+           'metrics_from_confusion', 'classification_metrics', 'regression_metrics', 'SklearnModel', 'MLP', 'CNN',
+           'GRUForecaster', 'TransformerClassifier', 'make_copy_task', 'check_model', 'count_params', 'time_per_step']
 
 # %% ../nbs/02_models.ipynb #d699a0d0
 class LinearModel(nn.Module):
@@ -50,12 +53,86 @@ def fit_lbfgs(
     opt.step(closure)
     return model.float()
 
-# %% ../nbs/02_models.ipynb #00c0d58e
-def _metrics(data: Datasets, out: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-    if data.task == "classification":
-        return {"accuracy": float((out.argmax(1) == y).float().mean())}
-    return {"mae": float((out.reshape(y.shape) - y).abs().mean())}
+# %% ../nbs/02_models.ipynb #e373487a
+METRICS = {  # name: (task, "max" if higher is better else "min", what it measures)
+    "loss": ("any", "min", "the training objective: cross-entropy (classes) or mean squared error (values)"),
+    "accuracy": ("classification", "max", "share of rows whose most probable class is the true one"),
+    "precision": ("classification", "max", "of the rows predicted as a class, the share truly in it; mean over classes"),
+    "recall": ("classification", "max", "of a class's rows, the share predicted as it; mean over classes"),
+    "f1": ("classification", "max", "harmonic mean of precision and recall per class; mean over classes"),
+    "precision_weighted": ("classification", "max", "precision per class, averaged weighted by class size"),
+    "recall_weighted": ("classification", "max", "recall per class, averaged weighted by class size"),
+    "f1_weighted": ("classification", "max", "F1 per class, averaged weighted by class size"),
+    "roc_auc": ("classification", "max", "chance a random positive outranks a random negative; mean over classes"),
+    "average_precision": ("classification", "max", "area under the precision-recall curve; mean over classes"),
+    "ece": ("classification", "min", "expected calibration error: confidence minus accuracy, averaged over bins"),
+    "mae": ("regression", "min", "mean absolute error, in the target's units"),
+    "rmse": ("regression", "min", "root mean squared error: large errors weigh more than in MAE"),
+    "r2": ("regression", "max", "share of the target's variance explained (1 is perfect, 0 is the mean)"),
+}
+ALIASES = {"precision_macro": "precision", "recall_macro": "recall", "f1_macro": "f1", "auc": "roc_auc", "roc": "roc_auc",
+           "ap": "average_precision", "mean_absolute_error": "mae", "r2_score": "r2"}
+# What `validate()` returns for a Learner or a SklearnModel, after every epoch: what training can monitor.
+TRAINING_METRICS = {"classification": ("loss", "accuracy", "precision", "recall", "f1"), "regression": ("loss", "mae", "rmse")}
 
+def check_metric(
+    name: str,  # a metric name or alias
+    task: str,  # "classification" or "regression"
+    among: tuple[str, ...] | None = None,  # the names available where it is used (default: all of the task's)
+) -> str:
+    "The canonical name of `name`; a DataError naming it for an unknown name, another task's metric, or one not available."
+    if task not in ("classification", "regression"):
+        raise DataError(f"task={task!r}: use 'classification' or 'regression'.")
+    own = [m for m, (t, _, _) in METRICS.items() if t in (task, "any") and (among is None or m in among)]
+    canon = ALIASES.get(name, name)
+    if canon not in METRICS:
+        raise DataError(f"Unknown metric {name!r}; for {task} use one of {own}.")
+    if METRICS[canon][0] not in (task, "any"):
+        raise DataError(f"{name!r} is a {METRICS[canon][0]} metric, but this is a {task} task; use one of {own}.")
+    if canon not in own:
+        raise DataError(f"{name!r} is not computed here (during training); use one of {own}.")
+    return canon
+
+def goal(name: str) -> str:
+    "'max' when a higher `name` is better, else 'min'; history keys such as 'valid_loss' count as their metric."
+    canon = ALIASES.get(name, name)
+    canon = canon if canon in METRICS else canon.removeprefix("valid_").removeprefix("train_")
+    if canon not in METRICS:
+        raise DataError(f"Unknown metric {name!r}; known: {list(METRICS)}.")
+    return METRICS[canon][1]
+
+# %% ../nbs/02_models.ipynb #d82fefa0
+def confusion(pred: torch.Tensor, target: torch.Tensor, n_classes: int) -> torch.Tensor:
+    "Confusion matrix (rows: true classes, columns: predicted), counted on the device without a sync."
+    counts = torch.zeros(n_classes * n_classes, dtype=torch.float64, device=pred.device)
+    counts.index_add_(0, target * n_classes + pred, torch.ones_like(pred, dtype=torch.float64))
+    return counts.reshape(n_classes, n_classes)
+
+def metrics_from_confusion(cm) -> dict[str, float]:
+    "Accuracy and macro precision, recall and F1 (as `sklearn.metrics` with zero_division=0)."
+    cm = cm.tolist() if torch.is_tensor(cm) else cm  # a few numbers: plain Python beats tiny tensor ops
+    k = len(cm)
+    tp = [cm[i][i] for i in range(k)]
+    pred_n = [sum(cm[r][i] for r in range(k)) for i in range(k)]
+    true_n = [sum(row) for row in cm]
+    present = [i for i in range(k) if pred_n[i] + true_n[i] > 0]  # sklearn averages over labels that occur
+    prec = [tp[i] / pred_n[i] if pred_n[i] else 0.0 for i in range(k)]
+    rec = [tp[i] / true_n[i] if true_n[i] else 0.0 for i in range(k)]
+    f1 = [2 * prec[i] * rec[i] / (prec[i] + rec[i]) if prec[i] + rec[i] else 0.0 for i in range(k)]
+    def mean(v): return sum(v[i] for i in present) / len(present)
+    return {"accuracy": sum(tp) / sum(true_n), "precision": mean(prec), "recall": mean(rec), "f1": mean(f1)}
+
+def classification_metrics(logits: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
+    "Accuracy and macro precision, recall and F1 from logits or probabilities."
+    return metrics_from_confusion(confusion(logits.argmax(1), target, logits.shape[1]))
+
+def regression_metrics(pred: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
+    "Mean absolute error and root mean squared error."
+    err = pred.reshape(target.shape).float() - target.float()
+    mae, mse = torch.stack([err.abs().mean(), (err ** 2).mean()]).tolist()
+    return {"mae": mae, "rmse": math.sqrt(mse)}
+
+# %% ../nbs/02_models.ipynb #00c0d58e
 class SklearnModel:
     "A scikit-learn estimator behind the Learner's interface: fit(data), predict(X), validate(split)."
 
@@ -63,19 +140,28 @@ class SklearnModel:
         self.estimator = estimator
 
     def fit(self, data: Datasets) -> "SklearnModel":
-        self.data = data
+        "Fit the estimator on the training split of `data`."
+        self.data = check_type(data, Datasets, "SklearnModel.fit: data", "Use load_datasets(name) or from_splits(...).")
         self.estimator.fit(data.X_train.flatten(1).numpy(), data.y_train.numpy())
         return self
 
     def predict(self, X: torch.Tensor) -> torch.Tensor:
+        "Class probabilities (classification) or values (regression) for inputs `X`, as a float32 tensor."
         X = torch.as_tensor(X).flatten(1).numpy()
         if self.data.task == "classification":
             return torch.as_tensor(self.estimator.predict_proba(X), dtype=torch.float32)
         return torch.as_tensor(self.estimator.predict(X), dtype=torch.float32)
 
     def validate(self, split: str = "valid") -> dict[str, float]:
-        X, y = {n: (X, y) for n, X, y in self.data.splits()}[split]
-        return _metrics(self.data, self.predict(X), y)
+        "Loss and metrics on a split ('train', 'valid' or 'test'): the keys `Learner.validate` returns."
+        parts = {n: (X, y) for n, X, y in self.data.splits()}
+        if split not in parts:
+            raise DataError(f"split={split!r}: use 'train', 'valid' or 'test'.")
+        X, y = parts[split]
+        out = self.predict(X)
+        if self.data.task == "classification":  # the loss of probabilities: cross-entropy = mean of -log p(true class)
+            return {"loss": float(F.nll_loss(out.clamp_min(1e-12).log(), y)), **classification_metrics(out, y)}
+        return {"loss": float(F.mse_loss(out, y.float())), **regression_metrics(out, y)}
 
 # %% ../nbs/02_models.ipynb #099adf6c
 class MLP(nn.Module):
@@ -147,6 +233,33 @@ def make_copy_task(n: int = 4000, length: int = 12, vocab: int = 16, seed: int =
     a, b = int(n * 0.7), int(n * 0.85)
     return Datasets(X[:a], y[:a], X[a:b], y[a:b], X[b:], y[b:], feature_names=[f"t{i}" for i in range(length)],
                     classes=["unique", "repeats"], kind="tokens", name="copy_task")
+
+# %% ../nbs/02_models.ipynb #94b3702d
+def check_model(model: nn.Module, data: Datasets):
+    "Fail before training on empty splits, labels outside the classes, or a model whose input or output does not fit `data`."
+    for name, X, y in data.splits():
+        if len(X) == 0 and name != "test":
+            raise DataError(f"The {name} split is empty.")
+        if len(X) != len(y):
+            raise DataError(f"The {name} split has {len(X)} inputs but {len(y)} targets.")
+    if data.task == "classification":
+        if data.y_train.dtype != torch.int64:
+            raise DataError(f"Classification targets must be int64 class indices, got {data.y_train.dtype}.")
+        for name, _, y in data.splits():
+            if len(y) and (int(y.min()) < 0 or int(y.max()) >= data.n_classes):
+                raise DataError(f"The {name} split has labels outside 0..{data.n_classes - 1} (classes {data.classes}).")
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(data.X_train[:2].to(next(model.parameters(), data.X_train).device))
+    except Exception as e:
+        raise DataError(f"The model cannot take the data: input shape {tuple(data.X_train.shape[1:])} "
+                        f"({data.X_train.dtype}) raised {type(e).__name__}: {e}") from e
+    if data.task == "classification" and tuple(out.shape) != (2, data.n_classes):
+        raise DataError(f"The model's output is {tuple(out.shape)} for 2 samples; "
+                        f"{data.n_classes} classes need {(2, data.n_classes)}.")
+    if data.task == "regression" and out.numel() != 2:
+        raise DataError(f"The model's output is {tuple(out.shape)} for 2 samples; regression needs one number each.")
 
 # %% ../nbs/02_models.ipynb #e40b3825
 def count_params(model: nn.Module) -> int:

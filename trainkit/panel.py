@@ -21,7 +21,7 @@ from .core import DataError
 from .datasets import Datasets
 from .learner import Callback, CancelFit, Learner
 from .models import MLP
-from .tune import check_metric
+from .models import TRAINING_METRICS, check_metric
 
 # %% auto #0
 __all__ = ['TuningPanel']
@@ -51,8 +51,8 @@ class TuningPanel:
         n_out = data.n_classes or 1
         self.data, self.device = data, device
         self.build = build or (lambda p: MLP(n_in, n_out, (p["width"],), dropout=p["dropout"]))
-        self.metric = metric or ("accuracy" if data.task == "classification" else "mae")
-        check_metric(self.metric, data.task)
+        self.metric = check_metric(metric or ("accuracy" if data.task == "classification" else "mae"), data.task,
+                                   among=TRAINING_METRICS[data.task])
         self.values, self.runs, self.live = dict(self.DEFAULTS), [], []
         self._stop, self._thread, self._ui, self.error = threading.Event(), None, None, None
         self._syncing = self._training = False

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 from .core import DataError
 from .export import Bundle
 from .monitor import DriftMonitor
-from .prep import _MISSING
+from .prep import MISSING
 
 # %% ../nbs/06e_predictor.ipynb #b304943d
 def _range(col: dict, margin: float) -> tuple[float, float]:
@@ -83,7 +83,7 @@ class Encoder:
             x[j] = ((median if v is None else v) - mean) / scale
         for c, index, other in self.categorical:
             v = r[c]
-            j = index.get(_MISSING if v is None else str(v), other)
+            j = index.get(MISSING if v is None else str(v), other)
             if j is None:
                 raise DataError(f"{c}: {v!r} was not seen in training.")
             x[j] = 1.0

@@ -19,7 +19,7 @@ from sklearn.model_selection import train_test_split
 from .core import DataError, atomic_write
 
 # %% auto #0
-__all__ = ['Splits', 'row_keys', 'check_leakage', 'split', 'profile', 'Preprocessor']
+__all__ = ['MISSING', 'OTHER', 'Splits', 'row_keys', 'check_leakage', 'split', 'profile', 'Preprocessor']
 
 # %% ../nbs/01d_prepare.ipynb #72fa191c
 class Splits(tuple):
@@ -132,7 +132,7 @@ def profile(df: pd.DataFrame, numeric: list[str], categorical: list[str], bins: 
     return out
 
 # %% ../nbs/01d_prepare.ipynb #16961106
-_MISSING, _OTHER = "<missing>", "<other>"
+MISSING, OTHER = "<missing>", "<other>"  # the category of a missing value; of a value unseen in training
 _FITTED = ("numeric_", "categorical_", "medians_", "means_", "scales_", "categories_", "feature_names_out_", "classes_", "profile_")
 
 class Preprocessor(TransformerMixin, BaseEstimator):
@@ -196,10 +196,10 @@ class Preprocessor(TransformerMixin, BaseEstimator):
         self.means_ = num.fillna(num.median()).mean().to_dict() if self.scale else {c: 0.0 for c in self.numeric_}
         std = num.fillna(num.median()).std(ddof=0) if self.scale else pd.Series(1.0, index=self.numeric_)
         self.scales_ = {c: float(v) if v > 0 else 1.0 for c, v in std.items()}
-        self.categories_ = {c: sorted(str(v) for v in X[c].astype(object).where(X[c].notna(), _MISSING).astype(str).unique())
+        self.categories_ = {c: sorted(str(v) for v in X[c].astype(object).where(X[c].notna(), MISSING).astype(str).unique())
                             for c in self.categorical_}
         self.feature_names_out_ = self.numeric_ + [f"{c}={v}" for c in self.categorical_ for v in self.categories_[c]
-                                                   + ([_OTHER] if self.unknown == "other" else [])]
+                                                   + ([OTHER] if self.unknown == "other" else [])]
         self.classes_ = None
         if self.target is not None:
             t = X[self.target]
@@ -224,7 +224,7 @@ class Preprocessor(TransformerMixin, BaseEstimator):
         parts = [((X[self.numeric_].astype(float).fillna(self.medians_) - pd.Series(self.means_)) / pd.Series(self.scales_)).to_numpy()]
         for c in self.categorical_:
             cats = self.categories_[c]
-            v = X[c].astype(object).where(X[c].notna(), _MISSING).astype(str)
+            v = X[c].astype(object).where(X[c].notna(), MISSING).astype(str)
             unseen = ~v.isin(cats)
             if unseen.any() and self.unknown == "error":
                 raise DataError(f"Column {c!r}: value(s) {sorted(set(v[unseen]))[:5]} in rows {list(X.index[unseen][:5])} "

@@ -13,15 +13,15 @@ import json
 import re
 import shutil
 import subprocess
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
 
 from . import __version__
-from .core import DataError, atomic_write
+from .core import DataError, atomic_write, check_type, staged_folder
 from .export import Bundle, export, load_bundle
+from .learner import Learner
 
 # %% auto #0
 __all__ = ['git_commit', 'Registry']
@@ -95,15 +95,11 @@ class Registry:
         dest = self._bundle(version)
         if isinstance(source, (str, Path)):
             src = load_bundle(source).path  # verify before copying anything
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{version}.", suffix=".tmp")) / version
-            try:
-                shutil.copytree(src, tmp)
+            with staged_folder(dest) as tmp:  # all of it, or nothing
+                shutil.copytree(src, tmp, dirs_exist_ok=True)
                 load_bundle(tmp)  # the copy is what will serve: verify it too
-                tmp.rename(dest)
-            finally:
-                shutil.rmtree(tmp.parent, ignore_errors=True)
         else:
+            check_type(source, Learner, "Registry.add: source", "Pass a trained Learner or a bundle folder's path.")
             export(source, dest.parent, report=report, version=version)
         try:
             seq = max((self._read_json(self._record(n)).get("seq", 0) for n in self.names()), default=0) + 1

@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Optional, Union
 
 from . import __version__
-from .core import DataError
-from .export import Bundle, _jsonable, load_bundle
+from .core import DataError, jsonable
+from .export import Bundle, load_bundle
 from .predictor import Served, load_served
 from .registry import Registry
 
@@ -355,7 +355,7 @@ def create_app(
         authorize(request)
         served = served_or_503()
         m = served.bundle.manifest
-        return JSONResponse(_jsonable({"version": served.version, "loaded": served.loaded, "task": m["task"],
+        return JSONResponse(jsonable({"version": served.version, "loaded": served.loaded, "task": m["task"],
                                        "classes": m["classes"], "input": m["input"], "metrics": m["metrics"],
                                        "model": m["model"], "created_with": m["created_with"],
                                        "training_data_sha256": m["training_data_sha256"],

@@ -20,27 +20,13 @@ from sklearn.base import clone
 from sklearn.model_selection import KFold, StratifiedGroupKFold, StratifiedKFold
 from torch import nn
 
-from .core import DataError, data_dir
+from .core import DataError, check_type, data_dir
 from .datasets import Datasets
 from .learner import Callback, Learner
-from .models import SklearnModel
+from .models import TRAINING_METRICS, SklearnModel, check_metric, goal
 
 # %% auto #0
-__all__ = ['METRICS', 'check_metric', 'cross_validate', 'check_space', 'suggest', 'OptunaPruning', 'search', 'plot_search',
-           'L1Penalty', 'lr_find']
-
-# %% ../nbs/04_tuning.ipynb #541fc3cf
-METRICS = {"classification": {"accuracy": "max", "precision": "max", "recall": "max", "f1": "max", "loss": "min"},
-           "regression": {"mae": "min", "rmse": "min", "loss": "min"}}
-
-def check_metric(metric: str, task: str) -> str:
-    "The direction ('max' or 'min') of `metric` for `task`; a clear error for an unknown or mismatched metric."
-    if metric in METRICS[task]:
-        return METRICS[task][metric]
-    other = "regression" if task == "classification" else "classification"
-    if metric in METRICS[other]:
-        raise DataError(f"{metric!r} is a {other} metric, but this is a {task} task; use one of {list(METRICS[task])}.")
-    raise DataError(f"Unknown metric {metric!r}; for {task} use one of {list(METRICS[task])}.")
+__all__ = ['cross_validate', 'check_space', 'suggest', 'OptunaPruning', 'search', 'plot_search', 'L1Penalty', 'lr_find']
 
 # %% ../nbs/04_tuning.ipynb #5b951a85
 def _dev_set(data: Datasets):
@@ -75,16 +61,15 @@ def cross_validate(
     seed: int = 42,
 ) -> pd.DataFrame:
     "Score `model` on each of `k` folds; a frame with one row per fold plus 'mean' and 'std' rows."
-    metric = metric or ("accuracy" if data.task == "classification" else "mae")
-    check_metric(metric, data.task)
+    check_type(data, Datasets, "cross_validate: data")
+    metric = check_metric(metric or ("accuracy" if data.task == "classification" else "mae"), data.task,
+                          among=TRAINING_METRICS[data.task])
     X, y = _dev_set(data)
     rows = []
     for i, (tr, va) in enumerate(_folds(data, y, k, groups, seed)):
         fold = Datasets(X[tr], y[tr], X[va], y[va], X[:0], y[:0], data.feature_names, data.classes, kind=data.kind)
         if hasattr(model, "fit") and hasattr(model, "get_params"):  # a scikit-learn estimator
             res = SklearnModel(clone(model)).fit(fold).validate("valid")
-            if metric not in res:
-                raise DataError(f"A scikit-learn model is scored by {list(res)} here, not {metric!r}.")
         else:
             torch.manual_seed(seed + i)
             res = Learner(model(), fold, batch_size=batch_size, seed=seed + i).fit(epochs, lr=lr).validate("valid")
@@ -191,9 +176,11 @@ def search(
         import optuna
     except ImportError as e:
         raise ImportError("search needs Optuna: pip install 'trainkit[tune]'") from e
+    check_type(data, Datasets, "search: data")
     check_space(space)
-    metric = metric or ("accuracy" if data.task == "classification" else "mae")
-    direction = {"max": "maximize", "min": "minimize"}[check_metric(metric, data.task)]
+    metric = check_metric(metric or ("accuracy" if data.task == "classification" else "mae"), data.task,
+                          among=TRAINING_METRICS[data.task])
+    direction = {"max": "maximize", "min": "minimize"}[goal(metric)]
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = storage or f"sqlite:///{data_dir() / 'tuning.db'}"
     # Few trials leave little room after TPE's random start-up trials: use a quarter of them (3 to 10).
@@ -238,6 +225,7 @@ def lr_find(
     start: float = 1e-6, end: float = 1.0, steps: int = 100, batch_size: int = 64, device=None,
 ) -> dict:
     "LR range test: losses at exponentially growing rates; returns lrs, losses and a suggested rate."
+    check_type(data, Datasets, "lr_find: data")
     if not 0 < start < end:
         raise DataError(f"lr_find: need 0 < start < end, got {start}, {end}.")
     learn = Learner(model, data, batch_size=batch_size, device=device)
@@ -251,7 +239,7 @@ def lr_find(
         try:
             xb, yb = next(batches)
         except StopIteration:
-            batches = learn._batches(i, 0)
+            batches = learn.batches(i, 0)
             xb, yb = next(batches)
         lr = start * gamma ** i
         for g in opt.param_groups:
