@@ -42,18 +42,11 @@ def free_port() -> int:
 
 def make_registry(root: Path) -> tuple[Path, dict]:
     "Train the course's penguin MLP briefly, add it to a registry, promote it; return the registry and a raw record."
-    import torch
-
-    from trainkit.datasets import load_datasets
-    from trainkit.learner import Learner
-    from trainkit.models import MLP
+    from trainkit.export import penguin_learner
     from trainkit.registry import Registry
 
-    torch.manual_seed(0)
-    data = load_datasets("penguins")
-    learn = Learner(MLP(data.X_train.shape[1], data.n_classes, (32,)), data).fit(10, lr=1e-2)
     reg = Registry(root / "registry")
-    reg.promote(reg.add(learn))
+    reg.promote(reg.add(penguin_learner(epochs=10)))
     record = {"culmen_length_mm": 38.6, "culmen_depth_mm": 21.2, "flipper_length_mm": 191.0, "body_mass_g": 3800.0,
               "delta_15n": 8.7, "delta_13c": -25.6, "island": "Torgersen", "clutch_completion": "Yes", "sex": "male"}
     return reg.root, record

@@ -23,7 +23,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,6 +34,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 import pytest
+
+from conftest import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -114,12 +115,6 @@ class JupyterServer(NamedTuple):
         return f"{self.base_url}/{path.lstrip('/')}{sep}token={self.token}"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _lab_settings(settings_dir: Path) -> None:
     "User settings that keep JupyterLab from asking about news and update checks (no toast, no fetch)."
     d = settings_dir / "@jupyterlab" / "apputils-extension"
@@ -180,8 +175,8 @@ def start_jupyter_lab(tmp: Path, extra_env: dict | None = None, tries: int = 3):
         **(extra_env or {}),
     )
     last = ""
-    for _ in range(tries):  # a port taken between _free_port() and the bind: try another
-        token, port = secrets.token_hex(24), _free_port()
+    for _ in range(tries):  # a port taken between free_port() and the bind: try another
+        token, port = secrets.token_hex(24), free_port()
         server = JupyterServer(f"http://127.0.0.1:{port}", token, root)
         log = open(server.log_path, "w")
         cmd = [

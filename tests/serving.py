@@ -1,8 +1,8 @@
-"""Helpers shared by the service tests: a trained registry, raw test records, a `trainkit serve` subprocess."""
+"""Helpers shared by the service tests: a registry holding the shared penguin model, raw records, a second model
+to promote, a request built by hand for the Service's methods, and a `trainkit serve` subprocess."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -11,33 +11,27 @@ from pathlib import Path
 
 import httpx
 import pandas as pd
-import torch
+from starlette.requests import Request
 
-from trainkit.clean import CleanSpec, clean
-from trainkit.data import collect
-from trainkit.datasets import load_datasets
-from trainkit.learner import Learner
-from trainkit.models import MLP
-from trainkit.prep import split
+from conftest import free_port
+from trainkit.export import penguin_learner
 from trainkit.registry import Registry
 
 SCRIPT = Path(sys.executable).parent / "trainkit"
 
 
-def train(hidden=(32,), seed=0, epochs=10):
-    "A small penguin MLP (the course's model), trained for a few epochs."
-    torch.manual_seed(seed)
-    data = load_datasets("penguins")
-    return Learner(MLP(data.X_train.shape[1], data.n_classes, hidden), data).fit(epochs, lr=1e-2)
-
-
-def make_registry(root: Path, learner=None, promote: bool = True) -> Registry:
-    "A registry holding one version (v1) of the penguin MLP, promoted unless `promote=False`."
+def make_registry(root: Path, learner, promote: bool = True) -> Registry:
+    "A registry holding one version (v1) of `learner` (the shared penguin MLP), promoted unless `promote=False`."
     reg = Registry(root)
-    version = reg.add(learner if learner is not None else train())
+    version = reg.add(learner)
     if promote:
         reg.promote(version)
     return reg
+
+
+def another_model(learner, hidden=(16,), seed: int = 1, epochs: int = 10):
+    "A different penguin MLP on the shared learner's data: a second version to promote (or to break)."
+    return penguin_learner(hidden=hidden, seed=seed, epochs=epochs, data=learner.data)
 
 
 def records(frame: pd.DataFrame, columns: list[str]) -> list[dict]:
@@ -46,19 +40,20 @@ def records(frame: pd.DataFrame, columns: list[str]) -> list[dict]:
     return sub.astype(object).where(sub.notna(), None).to_dict("records")
 
 
-def test_split() -> pd.DataFrame:
-    "The course's test split of the clean penguins (raw columns), as load_datasets made it."
-    raw, _ = clean(collect(), CleanSpec.penguins())
-    return split(raw, "species", seed=42, groups="individual_id").test
+def request(body: bytes | list[bytes] = b"", headers: dict | None = None, path: str = "/predict",
+            disconnect: bool = False) -> tuple[Request, list]:
+    """A POST as uvicorn hands it to the app: `headers`, then `body` (one piece, or a list of chunks; with `disconnect`,
+    the client goes away after the last one). Returns the Request and a list that records each chunk as it is read."""
+    chunks = body if isinstance(body, list) else [body]
+    read = []
 
-
-test_split.__test__ = False  # a helper, not a test
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    async def receive():
+        if len(read) < len(chunks):
+            read.append(chunks[len(read)])
+            return {"type": "http.request", "body": read[-1], "more_body": len(read) < len(chunks) or disconnect}
+        return {"type": "http.disconnect"}
+    raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()]
+    return Request({"type": "http", "method": "POST", "path": path, "headers": raw}, receive), read
 
 
 def wait_ready(url: str, proc: subprocess.Popen | None = None, timeout: float = 60.0, path: str = "/ready"):

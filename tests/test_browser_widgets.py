@@ -1,4 +1,4 @@
-"""Real-browser tests of the tuning panel (trainkit.panel) and the threshold widget (trainkit.evaluate) in JupyterLab.
+"""Real-browser tests of the tuning panel (trainkit.panel) and the threshold widget (trainkit.plots) in JupyterLab.
 
 Marker `browser`; the same setup and skip rules as tests/test_browser.py (helpers in tests/browser.py): Debian's
 headless Chromium through Playwright, a local JupyterLab, every cell run with JupyterLab's own command. Sliders are
@@ -167,7 +167,8 @@ THRESHOLD_SETUP = """\
 import json
 import torch
 from trainkit.datasets import load_datasets
-from trainkit.evaluate import evaluate, threshold_widget
+from trainkit.evaluate import evaluate
+from trainkit.plots import threshold_widget
 from trainkit.learner import Learner
 from trainkit.models import MLP
 

@@ -1,16 +1,20 @@
 """Tests for trainkit.clean: every cleaning rule, the report, null policies, validation, idempotency."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 from hypothesis import HealthCheck, Phase, given, reject, settings
 from hypothesis import strategies as st
 
+from conftest import typed_csv
 from trainkit.clean import (SENTINELS, CleaningReport, CleanSpec, add_entry_errors, clean,
                             penguins_schema, snake_case, validate)
 from trainkit.core import DataError
-from trainkit.data import collect
+from trainkit.data import DataWarning, collect, penguins_csv
 
 
 def counts(rep: CleaningReport, rule: str) -> dict[str, int]:
@@ -102,6 +106,19 @@ def test_numbers_unparseable_in_declared_numeric_column():
     # without the declaration the column is not all numbers, so it stays text
     out2, _ = clean(df)
     assert out2["mass"].tolist() == ["3,750 g", "heavy", "4000"]
+
+
+def test_header_rows_are_dropped():
+    "Two exports glued together: the second header line is a row that repeats the column names."
+    df = pd.DataFrame({"Name": ["ann", "Name", "bob"], "Mass (g)": ["1,200", "Mass (g)", "2"], "N": ["1", "N", "2"]})
+    out, rep = clean(df)
+    assert out["name"].tolist() == ["ann", "bob"] and out["mass_g"].tolist() == [1200.0, 2.0]
+    assert counts(rep, "header_rows") == {"(rows)": 1}
+    assert rep.dropped.index.tolist() == [1] and rep.dropped["reason"].str.startswith("repeats the column names").all()
+    assert not any("unparseable" in c["detail"] for c in rep.changes)
+    # one cell equal to its column's name is a value, not a header
+    out2, rep2 = clean(pd.DataFrame({"Name": ["ann", "Name"], "n": [1.0, 2.0]}))
+    assert len(out2) == 2 and counts(rep2, "header_rows") == {}
 
 
 def test_numeric_dtypes_become_float():
@@ -350,6 +367,37 @@ def test_entry_errors_are_undone(raw_collected, clean_penguins, seed):
     pd.testing.assert_frame_equal(fixed.reset_index(drop=True), clean_penguins[0].reset_index(drop=True))
     assert rep.summary().set_index("rule")["count"].get("near_duplicates", 0) > 0
     assert rep.summary().set_index("rule")["count"].get("duplicates", 0) > 0
+
+
+def test_typed_csv_cleans_to_the_pristine_frame(tmp_path):
+    "The oracle: the typed file, collected (text kept) and cleaned, equals the shipped CSV cleaned."
+    with pytest.warns(DataWarning):
+        typed = collect(typed_csv(tmp_path))
+    pristine, _ = clean(collect(penguins_csv()), CleanSpec.penguins())
+    out, rep = clean(typed, CleanSpec.penguins())
+    pd.testing.assert_frame_equal(out.reset_index(drop=True), pristine.reset_index(drop=True))
+    assert counts(rep, "header_rows") == {"(rows)": 1} and rep.dropped.loc[172, "study"] == "studyName"
+    assert not any("unparseable" in c["detail"] for c in rep.changes)
+    assert counts(rep, "numbers")["body_mass_g"] == 342  # every mass, typed either way, parsed
+    validate(out)
+
+
+def test_pipeline_runs_on_a_typed_csv(tmp_path, monkeypatch, capsys):
+    from trainkit.cli import main
+    monkeypatch.setenv("TRAINKIT_FAST", "1")
+    cfg = tmp_path / "quick.toml"
+    cfg.write_text("[tune]\ntrials = 0\n\n[train]\nepochs = 3\n", encoding="utf-8")
+    args = ["run", "--config", str(cfg), "--source", str(typed_csv(tmp_path)), "--out", str(tmp_path / "run"),
+            "--registry", str(tmp_path / "registry"), "--quiet"]
+    with pytest.warns(DataWarning, match="typed.csv: kept 7 numeric column"):
+        rc = main(args)
+    printed, err = capsys.readouterr()
+    assert rc == 0, err
+    assert "collected  345 rows x 17 columns" in printed and "cleaned    345 -> 342 rows" in printed
+    assert "header_rows 1" in printed
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text(encoding="utf-8"))
+    assert summary["rows"] == {"raw": 345, "clean": 342}
+    assert "| header_rows | (rows) | 1 |" in (tmp_path / "run" / "cleaning_report.md").read_text(encoding="utf-8")
 
 
 def test_add_entry_errors_is_seeded(raw_collected):

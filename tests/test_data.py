@@ -7,6 +7,7 @@ import shutil
 import sqlite3
 import stat
 import time
+import warnings
 from contextlib import closing
 from pathlib import Path
 
@@ -16,9 +17,10 @@ import pytest
 import torch
 
 import trainkit.core as core
+from conftest import typed_csv
 from trainkit.core import (DataError, artifacts_dir, atomic_write, data_dir, environment, fast_mode,
                            get_device, pick, seed_everything)
-from trainkit.data import (RAW_COLUMNS, JSONAPIServer, build_database, collect, conform, from_csv,
+from trainkit.data import (RAW_COLUMNS, DataWarning, JSONAPIServer, build_database, collect, conform, from_csv,
                            from_html, from_json_api, from_sqlite, penguins_csv, shipped_html,
                            write_html_table)
 
@@ -282,10 +284,74 @@ def test_numeric_column_holding_text_names_column_and_row(tmp_path, raw_penguins
     df.loc[7, "Body Mass (g)"] = "heavy"
     p = tmp_path / "bad.csv"
     df.to_csv(p, index=False)
+    with pytest.warns(DataWarning) as caught:  # kept, for clean() to decide (it sets "heavy" missing)
+        got = from_csv(p)
+    assert got.loc[7, "Body Mass (g)"] == "heavy" and got.loc[0, "Body Mass (g)"] == "3750.0"
+    assert "bad.csv: kept 1 numeric column(s)" in str(caught[0].message)
+    assert "column 'Body Mass (g)': 1 row(s) hold text, e.g. row 7 = 'heavy'" in str(caught[0].message)
     with pytest.raises(DataError) as ei:
-        from_csv(p)
+        from_csv(p, strict=True)
     msg = str(ei.value)
-    assert "bad.csv" in msg and "'Body Mass (g)'" in msg and "[7]" in msg and "heavy" in msg
+    assert "bad.csv" in msg and "'Body Mass (g)'" in msg and "row 7 = 'heavy'" in msg
+
+
+def test_text_in_numeric_columns_is_kept_and_reported(tmp_path, raw_penguins):
+    with pytest.warns(DataWarning) as caught:
+        df = collect(typed_csv(tmp_path))
+    assert len(caught) == 1
+    msg, report = str(caught[0].message), caught[0].message.report
+    assert msg.startswith("typed.csv: kept 7 numeric column(s) as text, for clean() to parse") and "strict=True" in msg
+    assert "column 'Body Mass (g)': 115 row(s) hold text, e.g. row 1 = '3,800', row 4 = '3,450', row 7 = '4,675'" in msg
+    assert "column 'Culmen Length (mm)': 36 row(s) hold text, e.g. row 0 = '39.1 mm'" in msg
+    assert "column 'Sample Number': 1 row(s) hold text, e.g. row 172 = 'Sample Number'" in msg
+    assert [k["column"] for k in report] == [c for c, kind in RAW_COLUMNS.items() if kind != "str"]
+    assert report[0] == {"column": "Sample Number", "count": 1, "examples": {172: "Sample Number"}}
+    assert {k["column"]: k["count"] for k in report}["Body Mass (g)"] == 115
+    # kept exactly as typed, as text; the text columns are read as usual
+    assert df.shape == (345, 17) and pd.api.types.is_string_dtype(df["Body Mass (g)"])
+    assert df.loc[[0, 1, 172], "Body Mass (g)"].tolist() == ["3750", "3,800", "Body Mass (g)"]
+    assert df.loc[[0, 1], "Culmen Length (mm)"].tolist() == ["39.1 mm", "39.5"]
+    pd.testing.assert_series_equal(df["Species"].drop(172).reset_index(drop=True), raw_penguins["Species"])
+
+
+def test_strict_refuses_text_in_numeric_columns(tmp_path):
+    p = typed_csv(tmp_path)
+    for strict_call in (lambda: collect(p, strict=True), lambda: from_csv(p, strict=True)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # strict refuses; it does not also warn
+            with pytest.raises(DataError) as ei:
+                strict_call()
+        msg = str(ei.value)
+        assert msg.startswith("typed.csv: numeric columns hold text:")
+        assert "column 'Body Mass (g)': 115 row(s) hold text, e.g. row 1 = '3,800'" in msg
+        assert "row 172 = 'Sample Number'" in msg and "strict=True" in msg
+
+
+def test_strict_reaches_every_source(tmp_path, raw_penguins):
+    bad = raw_penguins.astype({"Flipper Length (mm)": object})
+    bad.loc[5, "Flipper Length (mm)"] = "190 mm"
+    with closing(sqlite3.connect(tmp_path / "bad.db")) as con, con:
+        bad.to_sql("penguins_raw", con, index=False)
+    bad.to_csv(tmp_path / "bad.csv", index=False)
+    write_html_table(bad, tmp_path / "bad.html")
+    with JSONAPIServer(bad) as api:
+        for source in (tmp_path / "bad.db", tmp_path / "bad.csv", tmp_path / "bad.html", api.url):
+            with pytest.warns(DataWarning, match="row 5 = '190 mm'"):
+                got = collect(source)
+            assert got.loc[5, "Flipper Length (mm)"] == "190 mm", source
+            assert pd.to_numeric(got["Flipper Length (mm)"].drop(5)).equals(raw_penguins["Flipper Length (mm)"].drop(5))
+            with pytest.raises(DataError, match="'Flipper Length \\(mm\\)': 1 row\\(s\\) hold text"):
+                collect(source, strict=True)
+
+
+def test_unfixable_problems_still_fail_at_once(tmp_path):
+    "Keeping text is for what cleaning can fix; a missing column is refused whatever `strict` says."
+    typed = pd.read_csv(typed_csv(tmp_path), dtype=str).drop(columns="Sex")
+    typed.to_csv(tmp_path / "nosex.csv", index=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(DataError, match=r"Missing: \['Sex'\]"):
+            collect(tmp_path / "nosex.csv")
 
 
 def test_int_column_with_fraction(raw_penguins):
@@ -331,7 +397,7 @@ def test_build_database_failure_leaves_nothing(tmp_path, monkeypatch, files_in):
         build_database(folder / "penguins.sqlite")
     assert calls == ["penguins_raw"]
     assert not (folder / "penguins.sqlite").exists()
-    assert files_in(folder) == []  # no *.tmp, no journal
+    assert not folder.exists() or files_in(folder) == []  # no *.tmp, no journal (built in memory)
     assert not list(folder.glob("*.tmp")) and not list(folder.glob(".*.tmp"))
 
 

@@ -17,9 +17,7 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 pytest.importorskip("safetensors")
 
-from trainkit.clean import CleanSpec, clean  # noqa: E402
 from trainkit.core import DataError  # noqa: E402
-from trainkit.data import collect  # noqa: E402
 from trainkit.datasets import load_datasets  # noqa: E402
 from trainkit.edge import MODEL, TOLERANCE, compare, load_edge, parity, quantize  # noqa: E402
 from trainkit.export import export, load_bundle  # noqa: E402
@@ -33,37 +31,23 @@ def _bundle(data, make_model, epochs, root, lr=1e-2):
     return load_bundle(export(Learner(make_model(), data, device="cpu").fit(epochs, lr=lr), root))
 
 
-@pytest.fixture(scope="module")
-def _penguins(tmp_path_factory):
-    "A small penguin MLP bundle and the raw validation and test records (built once; data kept out of $HOME)."
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("TRAINKIT_DATA", str(tmp_path_factory.mktemp("data")))
-        data = load_datasets("penguins")
-        bundle = _bundle(data, lambda: MLP(data.X_train.shape[1], data.n_classes, (16,)), 5, tmp_path_factory.mktemp("b"))
-        raw, _ = clean(collect(), CleanSpec.penguins())
-    splits = split(raw, "species", seed=42, groups="individual_id")
-    return bundle, splits.valid, splits.test
+# penguin_bundle: the session's penguin MLP bundle (tests/conftest.py); copy its folder before changing it
 
 
 @pytest.fixture
-def penguin_bundle(_penguins):
-    return _penguins[0]
+def valid_records(penguin_learner):
+    "The validation split's clean rows (raw columns): the calibration records of `quantize`."
+    return penguin_learner.data.rows("valid")
 
 
 @pytest.fixture
-def valid_records(_penguins):
-    return _penguins[1]
-
-
-@pytest.fixture
-def test_records(_penguins):
-    return _penguins[2]
+def test_records(penguin_learner):
+    return penguin_learner.data.rows("test")
 
 
 @pytest.fixture(scope="module")
-def _edge_master(_penguins, tmp_path_factory):
-    bundle, valid, _ = _penguins
-    return quantize(bundle, tmp_path_factory.mktemp("edge") / "penguins-int8", valid)
+def _edge_master(penguin_bundle, penguin_learner, tmp_path_factory):
+    return quantize(penguin_bundle, tmp_path_factory.mktemp("edge") / "penguins-int8", penguin_learner.data.rows("valid"))
 
 
 @pytest.fixture

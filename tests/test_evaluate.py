@@ -1,5 +1,6 @@
 """Tests for trainkit.evaluate: sklearn oracles for every metric, the ECE oracle, the threshold logic,
-JSON/Markdown/save, test-split bookkeeping, slices, and every bad input."""
+JSON/Markdown/save, test-split bookkeeping, slices, and every bad input. The plots and the threshold widget
+(trainkit.plots) are tested in test_plots.py."""
 from __future__ import annotations
 
 import json
@@ -21,9 +22,8 @@ from trainkit.clean import CleanSpec, clean
 from trainkit.core import DataError
 from trainkit.data import collect, penguins_csv
 from trainkit.datasets import Datasets, load_datasets, load_penguins
-from trainkit.evaluate import (REPORT_METRICS, Report, ReusedTestSetWarning, at_threshold,
-                               calibration_bins, compare, evaluate, n_test_uses, plot_residuals, plot_roc,
-                               threshold_widget)
+from trainkit.evaluate import (REPORT_METRICS, Report, ReusedTestSetWarning, at_threshold, calibration_bins, compare,
+                               evaluate, n_test_uses)
 from trainkit.learner import Learner
 from trainkit.models import MLP, SklearnModel
 from trainkit.prep import split
@@ -220,16 +220,16 @@ def test_at_threshold_matches_sklearn(t):
     assert all_plain(r)
 
 
-def test_threshold_widget_headless(cancer, logreg):
+def test_report_at_threshold(cancer, logreg, penguins, forest, diabetes, ridge):
     r = evaluate(logreg, cancer, "valid")
-    w = threshold_widget(r)
-    for t in (0.2, 0.8):
-        w.slider.value = t
-        expect = at_threshold(r.y_true, r.scores[:, 1], t)
-        (tn, fp), (fn, tp) = expect["confusion"]
-        assert f"recall {expect['recall']:.3f}" in w.html.value and f"precision {expect['precision']:.3f}" in w.html.value
-        assert all(f">{v}</td>" in w.html.value for v in (tn, fp, fn, tp))
-    assert (w.slider.min, w.slider.max) == (0.0, 1.0)
+    for t in (0.2, 0.5, 0.8):
+        assert r.at_threshold(t) == at_threshold(r.y_true, r.scores[:, 1], t)
+    back = Report.from_json(json.loads(json.dumps(r.to_json())))  # a report read back from JSON counts the same
+    assert back.at_threshold(0.3) == r.at_threshold(0.3)
+    with pytest.raises(DataError, match="binary classification report; this one is classification with 3 classes"):
+        evaluate(forest, penguins, "valid").at_threshold(0.5)
+    with pytest.raises(DataError, match="binary classification report; this one is regression"):
+        evaluate(ridge, diabetes, "valid").at_threshold(0.5)
 
 
 # ------------------------------------------------------------------------------------------------ report formats
@@ -287,19 +287,6 @@ def test_save_writes_files(tmp_path, files_in, cancer, logreg, diabetes, ridge):
     assert files_in(out) == ["confusion.png", "pr.png", "reliability.png", "report.json", "report.md", "roc.png"]
     reg = evaluate(ridge, diabetes, "valid").save(tmp_path / "diabetes")
     assert files_in(reg) == ["report.json", "report.md", "residuals.png"]
-
-
-def test_plots_per_task(cancer, logreg, penguins, forest, diabetes, ridge):
-    from matplotlib.figure import Figure
-    import matplotlib.pyplot as plt
-    before = plt.get_fignums()
-    figs = evaluate(forest, penguins, "valid").plots(normalize=True)
-    assert list(figs) == ["confusion", "roc", "pr", "reliability"] and all(isinstance(f, Figure) for f in figs.values())
-    assert len(figs["roc"].axes[0].get_lines()) == 4  # one per species, and chance
-    texts = [t.get_text() for t in figs["confusion"].axes[0].texts]
-    assert all("." in t for t in texts)  # normalised: shares, not counts
-    assert list(evaluate(ridge, diabetes, "valid").plots()) == ["residuals"]
-    assert plt.get_fignums() == before  # nothing left open in pyplot
 
 
 def test_compare_stacks_reports(cancer, logreg):
@@ -448,15 +435,7 @@ def test_bad_predictions(cancer, diabetes):
     assert evaluate(Fixed(p1), cancer, "valid").scores[:, 1].tolist() == p1.tolist()
 
 
-def test_plot_and_widget_of_the_wrong_kind(penguins, forest, diabetes, ridge):
+def test_compare_needs_one_task(penguins, forest, diabetes, ridge):
     reg, multi = evaluate(ridge, diabetes, "valid"), evaluate(forest, penguins, "valid")
-    with pytest.raises(DataError, match="needs a classification report"):
-        plot_roc(reg)
-    with pytest.raises(DataError, match="needs a regression report"):
-        plot_residuals(multi)
-    with pytest.raises(DataError, match="binary classification report"):
-        threshold_widget(multi)
-    with pytest.raises(DataError, match="binary classification report"):
-        threshold_widget(reg)
     with pytest.raises(DataError, match="different tasks"):
         compare([reg, multi])

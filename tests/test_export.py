@@ -8,6 +8,7 @@ import json
 import pickle
 import shutil
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,32 +19,15 @@ pytest.importorskip("safetensors")
 
 import safetensors.torch  # noqa: E402
 
-from trainkit.clean import CleanSpec, clean  # noqa: E402
+from conftest import PENGUIN_EPOCHS  # noqa: E402
 from trainkit.core import DataError  # noqa: E402
-from trainkit.data import collect  # noqa: E402
 from trainkit.datasets import load_datasets  # noqa: E402
 from trainkit.evaluate import evaluate  # noqa: E402
 from trainkit.export import export, load_bundle  # noqa: E402
 from trainkit.learner import Learner  # noqa: E402
-from trainkit.models import CNN, MLP, LinearModel  # noqa: E402
-from trainkit.prep import split  # noqa: E402
+from trainkit.models import CNN, LinearModel  # noqa: E402
 
-
-@pytest.fixture(scope="module")
-def _penguins(tmp_path_factory):
-    "A small trained penguin MLP and the test split's raw records (built once; data kept out of $HOME)."
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("TRAINKIT_DATA", str(tmp_path_factory.mktemp("data")))
-        torch.manual_seed(0)
-        data = load_datasets("penguins")
-        learn = Learner(MLP(data.X_train.shape[1], data.n_classes, (16,)), data, device="cpu").fit(3, lr=1e-2)
-        raw, _ = clean(collect(), CleanSpec.penguins())
-    return learn, split(raw, "species", seed=42, groups="individual_id").test
-
-
-@pytest.fixture
-def penguin_learner(_penguins):
-    return _penguins[0]
+# penguin_learner and penguin_bundle: the session's penguin MLP and its bundle (tests/conftest.py)
 
 
 @pytest.fixture(scope="module")
@@ -54,13 +38,15 @@ def digits_learner():
 
 
 @pytest.fixture
-def penguin_test_records(_penguins):
-    return _penguins[1]
+def penguin_test_records(penguin_learner):
+    "The test split's clean rows (raw columns, target and ids included): what a bundle predicts on."
+    return penguin_learner.data.rows("test")
 
 
 @pytest.fixture
-def bundle_path(penguin_learner, tmp_path):
-    return export(penguin_learner, tmp_path / "bundles")
+def bundle_path(penguin_bundle, tmp_path):
+    "A fresh copy of the shared penguin bundle, free to tamper with."
+    return Path(shutil.copytree(penguin_bundle.path, tmp_path / "bundles" / penguin_bundle.path.name))
 
 
 def _reseal(folder, name, blob):
@@ -123,9 +109,9 @@ def test_manifest_contents(penguin_learner, tmp_path):
     m = json.loads((path / "manifest.json").read_text())
     assert path.name == "2024.1" and m["format"] == {"name": "trainkit-bundle", "version": 1}
     assert set(m["created_with"]) == {"trainkit", "torch", "python"}
-    assert m["model"]["class"] == "MLP" and m["model"]["args"]["hidden"] == [16]
+    assert m["model"]["class"] == "MLP" and m["model"]["args"]["hidden"] == [32]
     assert m["metrics"]["source"] == "report:valid" and m["metrics"]["accuracy"] == report.metrics["accuracy"]
-    assert m["hyperparameters"] == {**m["hyperparameters"], "epochs": 3, "lr": 1e-2, "batch_size": 64}
+    assert m["hyperparameters"] == {**m["hyperparameters"], "epochs": PENGUIN_EPOCHS, "lr": 1e-2, "batch_size": 64}
     cols = {c["name"]: c for c in m["input"]["columns"]}
     assert cols["island"]["categories"] == ["Biscoe", "Dream", "Torgersen"]
     assert cols["culmen_length_mm"]["min"] == data.profile["culmen_length_mm"]["min"]

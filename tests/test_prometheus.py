@@ -12,7 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from serving import free_port, make_registry, records, test_split
+from conftest import free_port
+from serving import make_registry, records
 from trainkit.serve import background, create_app
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,11 +47,11 @@ def wait_for(fn, timeout: float = 40.0, what: str = ""):
 
 
 @pytest.mark.slow
-def test_prometheus_scrapes_the_service(tmp_path):
+def test_prometheus_scrapes_the_service(tmp_path, penguin_learner):
     needs_prometheus()
-    reg = make_registry(tmp_path / "registry")
+    reg = make_registry(tmp_path / "registry", penguin_learner)
     columns = [c["name"] for c in reg.manifest("v1")["input"]["columns"]]
-    heavy = test_split().sample(150, replace=True, random_state=0).assign(body_mass_g=lambda d: d.body_mass_g + 700)
+    heavy = penguin_learner.data.rows("test").sample(150, replace=True, random_state=0).assign(body_mass_g=lambda d: d.body_mass_g + 700)
     with background(create_app(reg)) as url:
         shipped = (ROOT / "deploy" / "prometheus.yml").read_text()
         target = url.removeprefix("http://")

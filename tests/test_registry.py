@@ -16,7 +16,6 @@ import trainkit.core  # noqa: E402
 import trainkit.export  # noqa: E402
 import trainkit.registry  # noqa: E402
 from trainkit.core import DataError  # noqa: E402
-from trainkit.datasets import load_datasets  # noqa: E402
 from trainkit.evaluate import evaluate  # noqa: E402
 from trainkit.export import export, load_bundle  # noqa: E402
 from trainkit.learner import Learner  # noqa: E402
@@ -25,17 +24,13 @@ from trainkit.registry import Registry, git_commit  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def learners(tmp_path_factory):
-    "Two tiny penguin MLPs trained with different settings, with validation reports (built once)."
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("TRAINKIT_DATA", str(tmp_path_factory.mktemp("data")))
-        data = load_datasets("penguins")
-        out = []
-        for hidden, lr in [((4,), 1e-3), ((16,), 1e-2)]:
-            torch.manual_seed(0)
-            learn = Learner(MLP(data.X_train.shape[1], data.n_classes, hidden), data, device="cpu").fit(2, lr=lr)
-            out.append((learn, evaluate(learn, data, "valid")))
-    return out
+def learners(penguin_learner):
+    """Two penguin MLPs trained with different settings, with validation reports (built once): a tiny one of its own
+    (hidden (4,), lr 1e-3) and the session's penguin MLP (hidden (32,), lr 1e-2; tests/conftest.py)."""
+    data = penguin_learner.data
+    torch.manual_seed(0)
+    tiny = Learner(MLP(data.X_train.shape[1], data.n_classes, (4,)), data, device="cpu").fit(2, lr=1e-3)
+    return [(learn, evaluate(learn, data, "valid")) for learn in (tiny, penguin_learner)]
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +85,7 @@ def test_versions_compares_metrics_and_lineage(reg, learners):
     for v, (learn, report) in zip(t.index, learners):
         assert t.loc[v, "accuracy"] == pytest.approx(report.metrics["accuracy"])
         assert t.loc[v, "lr"] == learn.lr
-    assert t.loc["v1", "model"] == "MLP[4]" and t.loc["v2", "model"] == "MLP[16]"
+    assert t.loc["v1", "model"] == "MLP[4]" and t.loc["v2", "model"] == "MLP[32]"
     assert t.data_sha256.nunique() == 1 and len(t.data_sha256.iloc[0]) == 12
     assert t.loc["v1", "trainkit"] == trainkit.__version__ and set(t.metrics_from) == {"report:valid"}
     assert t.loc["v1", "parent"] is None

@@ -3,6 +3,7 @@ requests), the API key, readiness, reloads on promotion under load, crashes mid-
 and the `trainkit serve` command."""
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import signal
@@ -16,24 +17,27 @@ import torch
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from prometheus_client import generate_latest
 
-from serving import cli_server, make_registry, records, test_split, train, wait_ready
+from serving import another_model, cli_server, make_registry, records, request, wait_ready
 from test_deploy_files import contract_problems
 from trainkit.core import DataError
 from trainkit.export import export, load_bundle
 from trainkit.registry import Registry
 from trainkit.predictor import Encoder, load_served, record_model
-from trainkit.serve import background, create_app
+from trainkit.serve import HTTPError, Service, background, create_app
 
 
-@pytest.fixture(scope="module")
-def learner():
-    return train()
+@pytest.fixture
+def learner(penguin_learner):
+    "The session's penguin MLP (tests/conftest.py)."
+    return penguin_learner
 
 
-@pytest.fixture(scope="module")
-def test_df():
-    return test_split()
+@pytest.fixture
+def test_df(learner):
+    "The test split's clean rows (raw columns), as the learner's data kept them."
+    return learner.data.rows("test")
 
 
 @pytest.fixture
@@ -223,7 +227,7 @@ def test_wrong_methods_and_paths(client):
 
 
 def test_nan_model_answers_500_with_a_reason_never_200_null(tmp_path, learner, rows):
-    broken = train(epochs=1)
+    broken = another_model(learner, hidden=(32,), seed=0, epochs=1)  # its own: its weights are about to be broken
     with torch.no_grad():
         next(m for m in broken.model.net if isinstance(m, torch.nn.Linear)).weight.fill_(float("nan"))
     app = create_app(bundle=export(broken, tmp_path / "bundles"))
@@ -268,8 +272,8 @@ def test_bad_current_at_startup_starts_unready_then_recovers(reg, rows):
         assert c.post("/predict", json=rows[0]).json()["version"] == "v1"
 
 
-def test_watcher_survives_any_error_and_retries_a_failed_version(reg, rows):
-    v2 = reg.add(train(hidden=(16,), seed=1))
+def test_watcher_survives_any_error_and_retries_a_failed_version(reg, learner, rows):
+    v2 = reg.add(another_model(learner))
     weights = reg.root / "versions" / v2 / "weights.safetensors"
     good = weights.read_bytes()
     with TestClient(create_app(reg, poll=0.05, retry=0.3)) as c:
@@ -327,8 +331,8 @@ def _hammer(url: str, record: dict, stop: threading.Event, seen: list):
                 seen.append((repr(e), None))
 
 
-def test_promotion_reloads_without_dropping_requests(reg, rows):
-    v2 = reg.add(train(hidden=(16,), seed=1))
+def test_promotion_reloads_without_dropping_requests(reg, learner, rows):
+    v2 = reg.add(another_model(learner))
     with background(create_app(reg, poll=0.05)) as url:
         seen, stop = [], threading.Event()
         threads = [threading.Thread(target=_hammer, args=(url, rows[0], stop, seen)) for _ in range(4)]
@@ -350,8 +354,8 @@ def test_promotion_reloads_without_dropping_requests(reg, rows):
     assert 'trainkit_model_info{version="v1"} 1.0' in metrics and "trainkit_model_reloads_total 2.0" in metrics
 
 
-def test_a_version_that_fails_to_verify_is_not_served(reg, rows):
-    v2 = reg.add(train(hidden=(16,), seed=1))
+def test_a_version_that_fails_to_verify_is_not_served(reg, learner, rows):
+    v2 = reg.add(another_model(learner))
     weights = reg.root / "versions" / v2 / "weights.safetensors"
     with TestClient(create_app(reg, poll=0.05)) as c:
         blob = bytearray(weights.read_bytes())
@@ -365,7 +369,7 @@ def test_a_version_that_fails_to_verify_is_not_served(reg, rows):
 
 
 @pytest.mark.parametrize("where", ["add", "promote"])
-def test_crash_mid_export_or_promote_keeps_the_previous_version_serving(reg, rows, monkeypatch, where):
+def test_crash_mid_export_or_promote_keeps_the_previous_version_serving(reg, learner, rows, monkeypatch, where):
     import trainkit.export
     import trainkit.registry
     with background(create_app(reg, poll=0.05)) as url:
@@ -384,9 +388,9 @@ def test_crash_mid_export_or_promote_keeps_the_previous_version_serving(reg, row
         monkeypatch.setattr(trainkit.registry if where == "promote" else trainkit.export, name, crashing)
         with pytest.raises(KeyboardInterrupt):
             if where == "add":
-                reg.add(train(hidden=(16,), seed=2))
+                reg.add(another_model(learner, seed=2))
             else:
-                reg.promote(reg.add(train(hidden=(16,), seed=2)))
+                reg.promote(reg.add(another_model(learner, seed=2)))
         time.sleep(0.5)
         stop.set()
         t.join()
@@ -451,6 +455,143 @@ def test_create_app_needs_exactly_one_source(reg):
         create_app()
     with pytest.raises(DataError, match="pass registry="):
         create_app(registry=reg, bundle=reg.load().path)
+
+
+# ------------------------------------------------------------------------------------------ the Service, piece by piece
+
+def service(reg=None, bundle=None, **settings) -> Service:
+    "The Service behind a fresh app, as create_app built it: not started, so nothing is loaded until a test loads it."
+    return create_app(registry=reg, bundle=bundle, **settings).state.service
+
+
+def metrics_text(s: Service) -> str:
+    return generate_latest(s.metrics.registry).decode()
+
+
+def test_create_app_exposes_its_service(reg):
+    app = create_app(reg, poll=0.05, max_record=123)
+    s = app.state.service
+    assert isinstance(s, Service) and s.app is app and s.registry.root == reg.root
+    assert (s.max_record, s.poll, s.api_key) == (123, 0.05, None)
+    assert s.served is None and s.failed == (None, 0.0)  # the lifespan loads, not the constructor
+    with pytest.raises(HTTPError) as e:
+        s.current()
+    assert (e.value.status, e.value.kind) == (503, "not_ready")
+    with TestClient(app) as c:
+        assert s.served.version == "v1" and c.get("/ready").json() == {"status": "ready", "version": "v1"}
+        assert s.current() is s.served
+
+
+def test_authorize_wants_the_exact_key(reg):
+    s = service(reg, api_key="s3cret")
+    for headers in ({}, {"X-API-Key": ""}, {"X-API-Key": "wrong"}, {"X-API-Key": "s3cre"}, {"X-API-Key": "s3cret2"}):
+        with pytest.raises(HTTPError) as e:
+            s.authorize(request(headers=headers)[0])
+        assert (e.value.status, e.value.kind) == (401, "auth"), headers
+    assert s.authorize(request(headers={"x-api-key": "s3cret"})[0]) is None
+    assert service(reg).authorize(request()[0]) is None  # no key set: every request passes
+
+
+def test_parse_checks_key_type_size_then_fields(reg, rows):
+    "Service.parse on requests built by hand: each check refuses with its status, and reads no more than it must."
+    s = service(reg, api_key="k")
+    s.use(s.load())
+    model, body = s.served.record, json.dumps(rows[0]).encode()
+    ok = {"content-type": "application/json", "x-api-key": "k"}
+
+    def refused(req, limit=2**16) -> HTTPError:
+        with pytest.raises(HTTPError) as e:
+            asyncio.run(s.parse(req, model, limit))
+        return e.value
+
+    for kind in ("application/json", "application/json; charset=utf-8", "Application/JSON", "application/vnd.api+json"):
+        assert asyncio.run(s.parse(request(body, {**ok, "content-type": kind})[0], model, 2**16)).model_dump(by_alias=True) == rows[0]
+    r, read = request(body, {"content-type": "application/json"})
+    assert (refused(r).status, read) == (401, [])  # no key: refused before the body is read
+    for kind in ("text/plain", "application/x-www-form-urlencoded", ""):
+        r, read = request(body, {**ok, "content-type": kind})
+        e = refused(r)
+        assert (e.status, e.kind, read) == (415, "validation", []) and "application/json" in e.detail
+    r, read = request(body, {**ok, "content-length": str(2**16 + 1)})
+    assert (refused(r).status, read) == (413, [])  # announced too big: not read at all
+    r, read = request([b" " * 1000] * 100, ok)
+    e = refused(r, limit=2500)
+    assert (e.status, e.kind, len(read)) == (413, "too_large", 3)  # streamed: cut off at the chunk that passes the limit
+    e = refused(request([body[:10]], ok, disconnect=True)[0])  # the client went away mid-body
+    assert (e.status, e.kind) == (400, "disconnect")
+    r, _ = request(json.dumps({**rows[0], "island": "Atlantis", "body_mass_g": "heavy"}).encode(), ok)
+    e = refused(r)
+    assert (e.status, e.kind) == (422, "validation") and {d["loc"][0] for d in e.detail} == {"island", "body_mass_g"}
+    assert "Atlantis" not in json.dumps(e.detail) and "heavy" not in json.dumps(e.detail)  # fields named, values not echoed
+
+
+def test_answer_refuses_a_non_finite_output_before_counting_or_watching(reg, rows):
+    s = service(reg)
+    s.use(s.load())
+    served = s.served
+    good = served.predict(rows[:2])
+    with pytest.raises(HTTPError) as e:
+        s.answer(served, rows[:2], [good[0], None])
+    assert (e.value.status, e.value.kind) == (500, "model") and "non-finite output for record 1" in e.value.detail
+    assert len(served.monitor) == 0 and "trainkit_predictions_total{" not in metrics_text(s)
+    assert s.answer(served, rows[:2], good) == good and len(served.monitor) == 2
+    counted = [l for l in metrics_text(s).splitlines() if l.startswith("trainkit_predictions_total{") and 'version="v1"' in l]
+    assert sum(float(l.split()[-1]) for l in counted) == 2.0
+
+
+def test_check_records_a_failed_load_and_retries_it_after_retry_seconds(reg, learner):
+    v2 = reg.add(another_model(learner))
+    weights = reg.root / "versions" / v2 / "weights.safetensors"
+    good = weights.read_bytes()
+    s = service(reg, retry=3600.0)
+    s.use(s.load())
+    real, loads = s.load, []
+    s.load = lambda version=None: loads.append(version) or real(version)
+    weights.write_bytes(good[:-1] + bytes([good[-1] ^ 1]))
+    (reg.root / "CURRENT").write_text(v2 + "\n")  # behind the registry's back: promote() would refuse
+    asyncio.run(s.check())
+    assert loads == [v2] and s.failed[0] == v2 and s.served.version == "v1"
+    asyncio.run(s.check())
+    assert loads == [v2]  # within `retry` seconds: not tried again
+    weights.write_bytes(good)
+    s.retry = 0.0
+    asyncio.run(s.check())
+    assert loads == [v2, v2] and s.served.version == v2
+    asyncio.run(s.check())
+    assert loads == [v2, v2]  # CURRENT is what is served: nothing to load
+    text = metrics_text(s)
+    assert 'trainkit_errors_total{endpoint="reload",kind="reload"} 1.0' in text and "trainkit_model_reloads_total 1.0" in text
+    assert f'trainkit_model_info{{version="{v2}"}} 1.0' in text and 'trainkit_model_info{version="v1"}' not in text
+
+
+def test_check_never_raises(reg, monkeypatch):
+    "Whatever goes wrong reading CURRENT is recorded, not raised: an exception would end the watcher."
+    s = service(reg)
+    monkeypatch.setattr(s.registry, "current", lambda: 1 / 0)
+    asyncio.run(s.check())
+    assert s.failed[0] == "CURRENT" and s.served is None
+
+
+def test_openapi_is_cached_until_the_next_swap(reg):
+    s = service(reg)
+    before = s.openapi()
+    assert s.openapi() is before and "Record" not in before["components"]["schemas"]
+    s.use(s.load())
+    after = s.openapi()
+    assert after is not before and after["components"]["schemas"]["Record"]["additionalProperties"] is False
+    assert s.openapi() is after
+
+
+def test_a_fixed_bundle_that_does_not_verify_stops_the_start_up(reg, tmp_path):
+    "With a registry the service starts unready and waits; a fixed bundle that fails has nothing to wait for."
+    copy = tmp_path / "v1"
+    shutil.copytree(reg.root / "versions" / "v1", copy)
+    blob = bytearray((copy / "model.onnx").read_bytes())
+    blob[len(blob) // 2] ^= 1
+    (copy / "model.onnx").write_bytes(bytes(blob))
+    with pytest.raises(DataError, match="model.onnx"):
+        with TestClient(create_app(bundle=copy)):
+            pass
 
 
 # ------------------------------------------------------------------------------------------ the command

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from serving import cli_server, make_registry, records, test_split, wait_ready
+from serving import cli_server, make_registry, wait_ready
 
 TOTAL, CLIENTS = 10_000, 50
 
@@ -53,10 +53,10 @@ async def drive(url: str, rows: list[dict], pid: int) -> dict:
 
 
 @pytest.mark.slow
-def test_ten_thousand_requests_fifty_clients(tmp_path):
-    reg = make_registry(tmp_path / "registry")
+def test_ten_thousand_requests_fifty_clients(tmp_path, penguin_learner):
+    reg = make_registry(tmp_path / "registry", penguin_learner)
     columns = [c["name"] for c in reg.manifest("v1")["input"]["columns"]]
-    rows = records(test_split(), columns)
+    rows = penguin_learner.data.records("test", columns)
     with cli_server("--registry", str(reg.root)) as (url, proc):
         wait_ready(url, proc)
         start = time.perf_counter()

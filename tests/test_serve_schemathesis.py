@@ -16,8 +16,8 @@ SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
 
 
 @pytest.mark.slow
-def test_schemathesis_finds_no_server_errors_or_schema_violations(tmp_path):
-    reg = make_registry(tmp_path / "registry")
+def test_schemathesis_finds_no_server_errors_or_schema_violations(tmp_path, penguin_learner):
+    reg = make_registry(tmp_path / "registry", penguin_learner)
     with background(create_app(reg, api_key="st-key")) as url:
         r = subprocess.run([str(SCHEMATHESIS), "run", f"{url}/openapi.json", "--checks", "all", "--max-examples", "300",
                             "--seed", "20261126", "--workers", "2", "--header", "X-API-Key: st-key", "--no-color"],

@@ -82,9 +82,7 @@ class CleaningReport:
 
     def summary(self) -> pd.DataFrame:
         "Cells or rows changed, per rule, in the order the rules ran."
-        if not self.changes:
-            return pd.DataFrame(columns=["rule", "count"])
-        ch = pd.DataFrame(self.changes)
+        ch = pd.DataFrame(self.changes, columns=["rule", "column", "count", "detail"])
         return ch.groupby("rule", sort=False)["count"].sum().reset_index()
 
     def to_markdown(self) -> str:
@@ -115,28 +113,27 @@ def _to_date(s: pd.Series) -> pd.Series:
     out = pd.Series(pd.NaT, index=s.index, dtype="datetime64[ns]")
     for fmt in _DATE_FORMATS:
         todo = out.isna() & s.notna()
-        if not todo.any():
-            break
         out[todo] = pd.to_datetime(s[todo].astype(str), format=fmt, errors="coerce")
     return out
 
 def _infer_numeric(df, cols):
     "Text columns whose every non-missing value parses as a number."
     num = [c for c in df.columns if pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c])]
-    for c in cols:
-        s = df[c].dropna()
-        if len(s) and _to_number(s).notna().all():
-            num.append(c)
-    return num
+    return num + [c for c in cols if df[c].notna().any() and _to_number(df[c].dropna()).notna().all()]
 
 # %% ../nbs/01b_clean.ipynb #305abf59
 def _normalise(df, spec, rep):
-    "Rules that change cells: rename, whitespace, sentinels, numbers, dates, categories."
+    "Rules that change cells: rename, header rows, whitespace, sentinels, numbers, dates, categories."
     names = {c: spec.rename.get(c, snake_case(c)) for c in df.columns}
     if len(set(names.values())) < len(names):
         raise DataError(f"Column names collide after renaming: {names}. Pass `rename=` to tell them apart.")
     rep.add("rename", "(columns)", sum(k != v for k, v in names.items()))
     df = df.rename(columns=names)
+    for kind in ("numeric", "dates", "categorical"):
+        for c in [c for c in getattr(spec, kind) or [] if c not in df.columns]:
+            raise DataError(f"CleanSpec names {kind} column {c!r}, which the frame does not have: {list(df.columns)}.")
+    header = df.astype(str).eq([str(c) for c in names], axis="columns").mean(axis=1) > 0.5
+    df = rep.drop(df, header, "header_rows", "repeats the column names (two files glued together)")
     text = _text_columns(df)
     for c in text:
         s = df[c]
@@ -148,34 +145,26 @@ def _normalise(df, spec, rep):
         df[c] = new.mask(sent, np.nan)
     numeric = spec.numeric if spec.numeric is not None else _infer_numeric(df, [c for c in text if c not in spec.dates])
     for c in numeric:
-        if c not in df.columns:
-            raise DataError(f"CleanSpec names numeric column {c!r}, which the frame does not have: {list(df.columns)}.")
         if pd.api.types.is_numeric_dtype(df[c]):
             df[c] = df[c].astype("float64")  # one numeric type everywhere: float, NaN for missing
             continue
-        num = _to_number(df[c])
-        was = df[c].notna()
+        num, was = _to_number(df[c]), df[c].notna()
         rep.add("numbers", c, int((num.notna() & was).sum()), "text parsed as numbers")
         rep.add("numbers", c, int((num.isna() & was).sum()), f"unparseable, set missing: {list(df[c][num.isna() & was][:3])}")
         df[c] = num.astype("float64")
     for c in spec.dates:
-        if c not in df.columns:
-            raise DataError(f"CleanSpec names date column {c!r}, which the frame does not have.")
         if pd.api.types.is_datetime64_any_dtype(df[c]):
             continue
         d = _to_date(df[c])
-        rep.add("dates", c, int(df[c].notna().sum() - (df[c].notna() & d.isna()).sum()), "parsed as dates")
+        rep.add("dates", c, int(d.notna().sum()), "parsed as dates")
         rep.add("dates", c, int((df[c].notna() & d.isna()).sum()), "unparseable, set missing")
         df[c] = d
     cats = spec.categorical if spec.categorical is not None else [
         c for c in _text_columns(df) if c not in numeric and c not in spec.dates and df[c].nunique() <= max(20, len(df) // 10)]
     for c in cats:
-        if c not in df.columns:
-            raise DataError(f"CleanSpec names categorical column {c!r}, which the frame does not have: {list(df.columns)}.")
-        s = df[c]
-        low = s.str.lower()
+        s, low = df[c], df[c].str.lower()
         canon = s.groupby(low).agg(lambda v: v.value_counts().index[0]).to_dict()  # most frequent spelling
-        canon.update({k: v for k, v in spec.values.get(c, {}).items()})
+        canon.update(spec.values.get(c, {}))
         new = low.map(canon).where(s.notna(), np.nan)
         rep.add("categories", c, int((new != s)[s.notna()].sum()), "merged spelling variants")
         df[c] = new
@@ -221,12 +210,11 @@ def _structure(df, spec, numeric, rep):
     "Rules that drop or fill: nulls, constant columns, duplicates, near duplicates (one pass)."
     for c, (rule, why) in _null_policy(df, spec, numeric).items():
         miss = df[c].isna()
-        if not miss.any() and rule != "drop_column":
+        if not miss.any():
             continue
         if rule == "drop_column":
-            if miss.any():
-                df = df.drop(columns=c)
-                rep.add("nulls", c, 1, f"column dropped: {why}")
+            df = df.drop(columns=c)
+            rep.add("nulls", c, 1, f"column dropped: {why}")
         elif rule == "drop_rows":
             df = rep.drop(df, miss, "nulls", f"missing {c}: {why}")
         elif rule.startswith("fill:"):
@@ -239,8 +227,9 @@ def _structure(df, spec, numeric, rep):
     for c in [c for c in df.columns if df[c].nunique(dropna=False) == 1 and c != spec.target]:
         df = df.drop(columns=c)
         rep.add("constant", c, 1, f"column dropped: {df.shape[0]} rows, one value")
-    if df.shape[1] == 0:
-        err = DataError("clean: no columns left after cleaning; the error's `report` attribute says what dropped them.")
+    if df.shape[1] == 0 or len(df) == 0:  # (the duplicate rules below always keep a row)
+        err = DataError(f"clean: no {'columns' if df.shape[1] == 0 else 'rows'} left after cleaning; "
+                        "the error's `report` attribute says what dropped them.")
         err.report = rep
         raise err
     df = rep.drop(df, df.duplicated(keep="first"), "duplicates", "exact copy of an earlier row")
@@ -267,10 +256,6 @@ def clean(
     for _ in range(10):  # to a fixed point: what one rule drops can give another rule work
         before = out.copy()
         out = _structure(out, spec, numeric, rep)
-        if len(out) == 0:
-            err = DataError("clean: no rows left after cleaning; the error's `report` attribute says what dropped them.")
-            err.report = rep
-            raise err
         out, numeric = _normalise(out, _present(spec, out), rep)
         if out.equals(before):
             break
@@ -287,9 +272,8 @@ def add_entry_errors(
 ) -> pd.DataFrame:
     "A copy of raw penguin records with the errors people make when typing data in, for practice and tests."
     rng = np.random.default_rng(seed)
-    out = df.astype(object).copy()
-    n = len(out)
-    def rows(): return out.index[rng.random(n) < rate]
+    out = df.astype(object)  # a copy
+    def rows(): return out.index[rng.random(len(out)) < rate]
     r = rows(); out.loc[r, "Island"] = out.loc[r, "Island"].map(lambda v: f" {v}  ")
     r = rows(); out.loc[r, "Sex"] = out.loc[r, "Sex"].map(lambda v: v.lower() if isinstance(v, str) else ".")
     r = rows(); out.loc[r, "Species"] = out.loc[r, "Species"].str.upper()

@@ -120,14 +120,13 @@ class Config:
         return cfg
 
     def to_toml(self) -> str:
-        "The config as a TOML file you can edit."
-        def fmt(v): return json.dumps(v)  # TOML strings, numbers and arrays read like JSON's
-        return "\n\n".join(f"[{name}]\n" + "\n".join(f"{k} = {fmt(v)}" for k, v in section.items())
+        "The config as a TOML file you can edit (TOML's strings, numbers and arrays read like JSON's)."
+        return "\n\n".join(f"[{name}]\n" + "\n".join(f"{k} = {json.dumps(v)}" for k, v in section.items())
                            for name, section in asdict(self).items()) + "\n"
 
 # %% ../nbs/12_pipeline.ipynb #2a96f1a2
 def step_collect(ctx):
-    return {"raw": collect(None if ctx["cfg"].data.source in ("", "default") else ctx["cfg"].data.source, ctx["cfg"].data.table)}
+    return {"raw": collect(ctx["cfg"].data.source, ctx["cfg"].data.table)}  # "" or "default": the course database
 
 def step_clean(ctx):
     df, report = clean(ctx["raw"], CleanSpec.penguins())
@@ -184,10 +183,7 @@ def step_deploy(ctx):
     "Export the model as a verified bundle into the registry and (by default) promote it."
     o = ctx["cfg"].output
     registry = Registry(o.registry or artifacts_dir() / "registry")
-    try:
-        previous = registry.current()
-    except DataError:  # a damaged CURRENT: promote repairs it
-        previous = None
+    previous = registry.current()  # a damaged CURRENT raises here, as `add` would, saying how to repair it
     version = registry.add(ctx["learner"], report=ctx["report"])
     if o.promote:
         registry.promote(version)
@@ -226,16 +222,9 @@ def describe(ctx) -> str:
         "", "  class shares per split:", *("    " + l for l in (shares * 100).round(1).to_string().splitlines()),
         "", f"  wrote {', '.join(sorted(p.name for p in ctx['out'].iterdir()))}",
         "", f"serve it:  trainkit serve --registry {shlex.quote(dep['registry'])}",
-        f"then:      curl -s 127.0.0.1:8000/predict -H 'content-type: application/json' -d '{json.dumps(_example(ctx))}'",
+        f"then:      curl -s 127.0.0.1:8000/predict -H 'content-type: application/json' -d '{json.dumps(ds.records('test')[0])}'",
     ]
     return "\n".join(lines)
-
-def _example(ctx) -> dict:
-    "The first test record as the service takes it: the raw feature fields, missing values as null."
-    pre = ctx["datasets"].preprocessor
-    row = ctx["splits"].test.iloc[0]
-    return {c: (None if pd.isna(row[c]) else row[c].item() if hasattr(row[c], "item") else row[c])
-            for c in pre.numeric_ + pre.categorical_}
 
 # %% ../nbs/12_pipeline.ipynb #4a314d9b
 def run(cfg: Config, progress: bool = True) -> dict:
@@ -257,8 +246,7 @@ def run(cfg: Config, progress: bool = True) -> dict:
     summary = {"config": asdict(cfg), "rows": {"raw": len(ctx["raw"]), "clean": len(ctx["clean"])},
                "splits": ctx["splits"].sizes(), "leakage": ctx["leakage"], "features": ctx["datasets"].feature_names,
                "classes": ctx["datasets"].classes, "tuning": ctx.get("tuning"), "validation": ctx["valid"],
-               "test": ctx["report"].metrics, "deployed": ctx["deployed"],
-               "timings_s": ctx["timings"],
+               "test": ctx["report"].metrics, "deployed": ctx["deployed"], "timings_s": ctx["timings"],
                "environment": environment()}
     with atomic_write(out / "summary.json") as f:
         json.dump(summary, f, indent=1, default=str)

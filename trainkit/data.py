@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import sqlite3
-import tempfile
 import threading
+import warnings
 from contextlib import closing
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib.resources import files
@@ -29,7 +28,7 @@ from urllib3.util.retry import Retry
 from .core import DataError, atomic_write, data_dir
 
 # %% auto #0
-__all__ = ['RAW_COLUMNS', 'penguins_csv', 'conform', 'build_database', 'from_sqlite', 'from_csv', 'JSONAPIServer',
+__all__ = ['RAW_COLUMNS', 'penguins_csv', 'conform', 'DataWarning', 'build_database', 'from_sqlite', 'from_csv', 'JSONAPIServer',
            'from_json_api', 'write_html_table', 'shipped_html', 'from_html', 'collect']
 
 # %% ../nbs/01a_data.ipynb #beb60063
@@ -48,7 +47,8 @@ def penguins_csv() -> Path:
 def conform(
     df: pd.DataFrame,  # a frame just read from some source
     columns: dict[str, str] | None = None,  # expected columns and kinds; default `RAW_COLUMNS`
-    source: str = "data",  # where it came from, for error messages
+    source: str = "data",  # where it came from, for messages
+    strict: bool = False,  # refuse text in a numeric column, instead of keeping it for `clean`
 ) -> pd.DataFrame:
     "Check `df` has exactly `columns` and coerce each to its kind; raise `DataError` naming what is wrong."
     columns = RAW_COLUMNS if columns is None else columns
@@ -59,25 +59,38 @@ def conform(
     if missing or extra:
         raise DataError(f"{source}: columns do not match the schema. Missing: {missing}; unexpected: {extra}. "
                         "Rename or drop columns, or pass `columns=` describing this source.")
-    out = pd.DataFrame(index=pd.RangeIndex(len(df)))
+    out, kept = pd.DataFrame(index=pd.RangeIndex(len(df))), []
     for col, kind in columns.items():
         s = df[col].reset_index(drop=True)
-        if kind == "str":
+        num = None if kind == "str" else pd.to_numeric(s, errors="coerce")
+        text = [] if kind == "str" else list(s.index[num.isna() & s.notna()])  # '3,750', '34.4 mm', a header...
+        if kind == "str" or text:  # strings as they came, missing as NaN
             out[col] = s.astype(object).where(s.notna(), np.nan).map(lambda v: v if isinstance(v, str) or pd.isna(v) else str(v))
-            continue
-        num = pd.to_numeric(s, errors="coerce")
-        bad = num.isna() & s.notna()
-        if bad.any():
-            rows = list(bad[bad].index[:5])
-            raise DataError(f"{source}: column {col!r} should hold numbers but rows {rows} hold "
-                            f"{[s[r] for r in rows]}. Fix the source or declare the column as 'str'.")
-        if kind == "int":
-            if (num.dropna() % 1 != 0).any():
-                raise DataError(f"{source}: column {col!r} should hold whole numbers.")
-            out[col] = num.astype("Int64")
+            if text:
+                kept.append({"column": col, "count": len(text), "examples": {int(r): s[r] for r in text[:3]}})
+        elif kind == "int" and (num.dropna() % 1 != 0).any():
+            raise DataError(f"{source}: column {col!r} should hold whole numbers.")
         else:
-            out[col] = num.astype("float64")
+            out[col] = num.astype("Int64" if kind == "int" else "float64")
+    if kept:
+        _report_kept_text(kept, source, strict)
     return out
+
+# %% ../nbs/01a_data.ipynb #829cd175
+class DataWarning(UserWarning):
+    "Collected data holds something `clean` must fix; `report` lists each column, its row count and a few rows."
+
+def _report_kept_text(kept: list[dict], source: str, strict: bool):
+    "Refuse (`strict`) or warn about numeric columns kept as text, naming each column, its count and a few rows."
+    lines = "".join(f"\n  column {k['column']!r}: {k['count']} row(s) hold text, e.g. "
+                    + ", ".join(f"row {r} = {v!r}" for r, v in k["examples"].items()) for k in kept)
+    if strict:
+        raise DataError(f"{source}: numeric columns hold text:{lines}\nFix the source, declare the columns as 'str', "
+                        "or collect without strict=True and let clean() parse them.")
+    warning = DataWarning(f"{source}: kept {len(kept)} numeric column(s) as text, for clean() to parse "
+                          f"(strict=True refuses them):{lines}")
+    warning.report = kept  # like the `report` a DataError from `clean` carries
+    warnings.warn(warning, stacklevel=3)
 
 # %% ../nbs/01a_data.ipynb #e14acd6e
 def build_database(
@@ -91,23 +104,18 @@ def build_database(
     if db.exists() and not overwrite:
         return db
     df = from_csv(csv if csv is not None else penguins_csv())
-    db.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=db.parent, prefix=f".{db.name}.", suffix=".tmp")
-    os.close(fd)
-    os.chmod(tmp, 0o644)
-    try:  # build beside the target, then rename: readers never see a half-built database
-        with closing(sqlite3.connect(tmp)) as con, con:
-            df.to_sql(table, con, index=False)
-        os.replace(tmp, db)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with closing(sqlite3.connect(":memory:")) as con:  # build in memory, then write the file in one go
+        df.to_sql(table, con, index=False)
+        image = con.serialize()
+    with atomic_write(db, "wb") as f:  # readers never see a half-built database
+        f.write(image)
     return db
 
 def from_sqlite(
     db: str | Path | None = None,  # database file; default: the course database, built on first use
     table: str = "penguins_raw",  # table to read
     columns: dict[str, str] | None = None,  # expected schema; default `RAW_COLUMNS`
+    strict: bool = False,  # refuse text in numeric columns (see `conform`)
 ) -> pd.DataFrame:
     "Read `table` from a SQLite file into a frame with the raw schema."
     db = build_database() if db is None else Path(db)
@@ -118,12 +126,13 @@ def from_sqlite(
         if table not in tables:
             raise DataError(f"{db.name}: no table {table!r}; it has {tables}.")
         df = pd.read_sql_query(f'SELECT * FROM "{table}"', con)
-    return conform(df, columns, source=f"{db.name}:{table}")
+    return conform(df, columns, f"{db.name}:{table}", strict)
 
 # %% ../nbs/01a_data.ipynb #348f0096
 def from_csv(
     path: str | Path,  # the CSV file
     columns: dict[str, str] | None = None,  # expected schema; default `RAW_COLUMNS`
+    strict: bool = False,  # refuse text in numeric columns (see `conform`)
 ) -> pd.DataFrame:
     "Read a CSV file into a frame with the raw schema."
     path = Path(path)
@@ -135,7 +144,7 @@ def from_csv(
         raise DataError(f"CSV file {str(path)!r} is empty.") from e
     except (pd.errors.ParserError, UnicodeDecodeError) as e:
         raise DataError(f"CSV file {str(path)!r} could not be parsed: {e}") from e
-    return conform(df, columns, source=path.name)
+    return conform(df, columns, path.name, strict)
 
 # %% ../nbs/01a_data.ipynb #17434009
 class JSONAPIServer:
@@ -183,8 +192,7 @@ class JSONAPIServer:
                 self.end_headers()
                 self.wfile.write(data)
 
-            def log_message(self, *args):  # keep the notebook output clean
-                pass
+            def log_message(self, *args): pass  # keep the notebook output clean
 
         self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self.port = self._server.server_address[1]
@@ -209,14 +217,15 @@ def from_json_api(
     retries: int = 3,  # retries on connection errors and 429/5xx answers
     backoff: float = 0.1,  # first back-off in seconds; doubles each retry
     max_pages: int = 10_000,  # stop following `next` links after this many pages
+    strict: bool = False,  # refuse text in numeric columns (see `conform`)
 ) -> pd.DataFrame:
     "Collect every page of records from a paged JSON API into a frame with the raw schema."
     retry = Retry(total=retries, backoff_factor=backoff, status_forcelist=(429, 500, 502, 503, 504),
                   allowed_methods=("GET",), raise_on_status=False)
     records, page_url = [], url
     with requests.Session() as session:
-        session.mount("http://", HTTPAdapter(max_retries=retry))
-        session.mount("https://", HTTPAdapter(max_retries=retry))
+        for scheme in ("http://", "https://"):
+            session.mount(scheme, HTTPAdapter(max_retries=retry))
         for _ in range(max_pages):
             try:
                 r = session.get(page_url, timeout=timeout)
@@ -235,7 +244,7 @@ def from_json_api(
                 break
         else:
             raise DataError(f"{url}: still more pages after {max_pages}; raise max_pages.")
-    return conform(pd.DataFrame.from_records(records), columns, source=url)
+    return conform(pd.DataFrame.from_records(records), columns, url, strict)
 
 # %% ../nbs/01a_data.ipynb #2e3e72ed
 def write_html_table(
@@ -261,6 +270,7 @@ def from_html(
     path: str | Path,  # an HTML file
     match: str = "Culmen Length",  # text that only the wanted table contains
     columns: dict[str, str] | None = None,  # expected schema; default `RAW_COLUMNS`
+    strict: bool = False,  # refuse text in numeric columns (see `conform`)
 ) -> pd.DataFrame:
     "Read the table containing `match` from an HTML page into a frame with the raw schema."
     path = Path(path)
@@ -270,25 +280,26 @@ def from_html(
         tables = pd.read_html(io.StringIO(path.read_text(encoding="utf-8")), match=match, flavor="lxml")
     except ValueError as e:
         raise DataError(f"{path.name}: no table containing {match!r} ({e}).") from e
-    return conform(tables[0], columns, source=path.name)
+    return conform(tables[0], columns, path.name, strict)
 
 # %% ../nbs/01a_data.ipynb #266aab56
 def collect(
     source: str | Path | None = None,  # None, a file path or an http(s) URL
     table: str = "penguins_raw",  # table name, for SQLite sources
     columns: dict[str, str] | None = None,  # expected schema; default `RAW_COLUMNS`
+    strict: bool = False,  # refuse text in numeric columns, instead of keeping it for `clean` (see `conform`)
 ) -> pd.DataFrame:
     "Collect raw records from the course database, a CSV/HTML/SQLite file, or a JSON API URL."
     if source is None or str(source) in ("", "sqlite", "default"):
-        return from_sqlite(None, table, columns)
+        return from_sqlite(None, table, columns, strict)
     s = str(source)
     if s.startswith(("http://", "https://")):
-        return from_json_api(s, columns)
+        return from_json_api(s, columns, strict=strict)
     suffix = Path(s).suffix.lower()
     readers = {".csv": from_csv, ".html": from_html, ".htm": from_html}
     if suffix in readers:
-        return readers[suffix](s, columns=columns)
+        return readers[suffix](s, columns=columns, strict=strict)
     if suffix in (".sqlite", ".sqlite3", ".db"):
-        return from_sqlite(s, table, columns)
+        return from_sqlite(s, table, columns, strict)
     raise DataError(f"Cannot tell how to collect from {s!r}: use a .csv, .html, .sqlite or .db file, "
                     "or an http(s):// URL.")

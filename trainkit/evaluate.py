@@ -1,6 +1,6 @@
-"""Accuracy, precision and recall, the confusion matrix, ROC and precision–recall curves,
-calibration, regression errors and per-group slices: one `Report` per model and split, scored
-with scikit-learn, shown as a table, saved as JSON, Markdown and plots.
+"""Accuracy, precision and recall, the confusion matrix at a threshold, ROC-AUC and average
+precision, calibration, regression errors and per-group slices: one `Report` per model and
+split, scored with scikit-learn, shown as a table, saved as JSON and Markdown.
 
 Docs: https://trainkit.github.io/trainkit/evaluation.html.md"""
 
@@ -19,9 +19,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.metrics import (ConfusionMatrixDisplay, accuracy_score, average_precision_score, confusion_matrix,
-                             f1_score, mean_absolute_error, precision_recall_curve, precision_recall_fscore_support,
-                             r2_score, roc_auc_score, roc_curve, root_mean_squared_error)
+from sklearn.metrics import (accuracy_score, average_precision_score, confusion_matrix, f1_score, mean_absolute_error,
+                             precision_recall_fscore_support, r2_score, roc_auc_score, root_mean_squared_error)
 from sklearn.preprocessing import label_binarize
 
 from .core import DataError, atomic_write, check_type
@@ -30,8 +29,7 @@ from .models import METRICS, check_metric
 
 # %% auto #0
 __all__ = ['REPORT_METRICS', 'REPORT_FORMAT', 'check_metrics', 'at_threshold', 'calibration_bins', 'score_classification',
-           'score_regression', 'score_slices', 'Report', 'compare', 'ReusedTestSetWarning', 'n_test_uses', 'evaluate',
-           'plot_confusion', 'plot_roc', 'plot_pr', 'plot_reliability', 'plot_residuals', 'threshold_widget']
+           'score_regression', 'score_slices', 'Report', 'compare', 'ReusedTestSetWarning', 'n_test_uses', 'evaluate']
 
 # %% ../nbs/05_evaluation.ipynb #c5e1ae22
 REPORT_METRICS = {task: tuple(m for m, (t, _, _) in METRICS.items() if t == task)  # what a Report holds, by task
@@ -89,6 +87,7 @@ def _predicted(proba: np.ndarray, threshold: float | None) -> np.ndarray:
     "Class decisions: p1 >= threshold for a binary model given a threshold, else the most probable class."
     return (proba[:, 1] >= threshold).astype(int) if threshold is not None else proba.argmax(1)
 
+# %% ../nbs/05_evaluation.ipynb #ebd94ecc
 def score_classification(
     y_true,  # class indices 0..k-1
     proba,  # (n, k) predicted class probabilities
@@ -104,14 +103,10 @@ def score_classification(
         p, r, f, _ = precision_recall_fscore_support(y, pred, average=avg, zero_division=0)
         m.update({f"precision{suffix}": p, f"recall{suffix}": r, f"f1{suffix}": f})
     ranked = len(np.unique(y)) == k  # ranking metrics need every class in the split
-    if k == 2:
-        m["roc_auc"] = _or_none(roc_auc_score, y, P[:, 1]) if ranked else None
-        m["average_precision"] = _or_none(average_precision_score, y, P[:, 1]) if ranked else None
-        cal = calibration_bins(y == 1, P[:, 1], n_bins)
-    else:
-        m["roc_auc"] = _or_none(roc_auc_score, y, P, multi_class="ovr", labels=list(range(k))) if ranked else None
-        m["average_precision"] = _or_none(average_precision_score, label_binarize(y, classes=list(range(k))), P) if ranked else None
-        cal = calibration_bins(pred == y, P.max(1), n_bins)
+    Y, S = (y, P[:, 1]) if k == 2 else (label_binarize(y, classes=list(range(k))), P)  # else one column per class
+    m["roc_auc"] = _or_none(roc_auc_score, Y, S) if ranked else None  # columns: each class against the rest, averaged
+    m["average_precision"] = _or_none(average_precision_score, Y, S) if ranked else None
+    cal = calibration_bins(y == 1, P[:, 1], n_bins) if k == 2 else calibration_bins(pred == y, P.max(1), n_bins)
     m["ece"] = cal.pop("ece")
     p, r, f, s = precision_recall_fscore_support(y, pred, labels=list(range(k)), zero_division=0)
     per_class = {c: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
@@ -137,16 +132,15 @@ def score_slices(
 ) -> dict[str, dict]:
     "Per group value: n, then accuracy and macro F1 (classification) or MAE and RMSE (regression)."
     y, group = np.asarray(y_true), np.asarray(group).astype(str)
-    pred = _predicted(np.asarray(scores), threshold) if task == "classification" else np.asarray(scores)
+    if task == "classification":
+        pred = _predicted(np.asarray(scores), threshold)
+        fns = {"accuracy": accuracy_score, "f1": lambda a, b: f1_score(a, b, average="macro", zero_division=0)}
+    else:
+        pred, fns = np.asarray(scores), {"mae": mean_absolute_error, "rmse": root_mean_squared_error}
     out = {}
     for g in sorted(set(group)):
         rows = group == g
-        if task == "classification":
-            out[str(g)] = {"n": int(rows.sum()), "accuracy": float(accuracy_score(y[rows], pred[rows])),
-                      "f1": float(f1_score(y[rows], pred[rows], average="macro", zero_division=0))}
-        else:
-            out[str(g)] = {"n": int(rows.sum()), "mae": float(mean_absolute_error(y[rows], pred[rows])),
-                      "rmse": float(root_mean_squared_error(y[rows], pred[rows]))}
+        out[str(g)] = {"n": int(rows.sum()), **{name: float(fn(y[rows], pred[rows])) for name, fn in fns.items()}}
     return out
 
 # %% ../nbs/05_evaluation.ipynb #0588f87d
@@ -184,6 +178,13 @@ class Report:
     def metric(self, name: str) -> float | None:
         "One headline number by name or alias ('auc', 'f1'); DataError if it is not this task's."
         return self.metrics[check_metrics(name, self.task)[0]]
+
+    def at_threshold(self, t: float) -> dict:
+        "A binary report's confusion matrix, precision, recall and F1 at threshold t: the function `at_threshold`."
+        if self.task != "classification" or len(self.classes) != 2:
+            raise DataError(f"A threshold needs a binary classification report; this one is {self.task}"
+                            f"{f' with {len(self.classes)} classes' if self.classes else ''}.")
+        return at_threshold(self.y_true, self.scores[:, 1], t)  # the module's function, on this report's scores
 
     def table(self, metrics: list[str] | None = None) -> pd.DataFrame:
         "A one-row summary: data, split, rows and the headline metrics (all, or the ones named)."
@@ -233,11 +234,9 @@ class Report:
         return cls(**{**kw, "y_true": np.asarray(d["y_true"]), "scores": np.asarray(d["scores"], dtype=float)})
 
     def plots(self, normalize: bool = False) -> dict:
-        "Matplotlib figures by name: confusion, roc, pr and reliability, or residuals for regression."
-        if self.task == "regression":
-            return {"residuals": plot_residuals(self)}
-        return {"confusion": plot_confusion(self, normalize), "roc": plot_roc(self), "pr": plot_pr(self),
-                "reliability": plot_reliability(self)}
+        "Matplotlib figures by name (Step 5b): confusion, roc, pr and reliability, or residuals for regression."
+        from trainkit.plots import plot_report  # here, not at the top: scoring never needs matplotlib
+        return plot_report(self, normalize)
 
     def save(self, folder: str | Path) -> Path:
         "Write one PNG per plot, report.md and (last) report.json into `folder`, each file atomically."
@@ -303,6 +302,7 @@ def _scores(model, X: torch.Tensor, data: Datasets) -> np.ndarray:
         raise DataError("predict must return class probabilities (each row in [0, 1], summing to 1), not logits.")
     return s
 
+# %% ../nbs/05_evaluation.ipynb #c6c69a48
 def evaluate(
     model_or_learner,  # a Learner, or anything with predict(X) -> probabilities (n, k) or values (n,)
     data: Datasets,  # the data; one of its splits is scored
@@ -346,121 +346,3 @@ def evaluate(
     if data.task == "regression":
         return Report(metrics=score_regression(y, scores), **kw)
     return Report(classes=list(data.classes), threshold=threshold, **score_classification(y, scores, data.classes, threshold, n_bins), **kw)
-
-# %% ../nbs/05_evaluation.ipynb #e69bc1a8
-def _figure(rows: int = 1, cols: int = 1, size=(4.2, 3.8), **kw):
-    "A matplotlib Figure and its axes, already closed in pyplot: shown only where it is returned."
-    try:
-        import matplotlib.pyplot as plt
-    except ImportError as e:
-        raise ImportError("Plots need matplotlib: pip install 'trainkit[course]'") from e
-    fig, axes = plt.subplots(rows, cols, figsize=(size[0] * cols, size[1] * rows), layout="constrained", **kw)
-    plt.close(fig)  # not drawn again at the end of the cell, and not kept open when drawing many
-    return fig, axes
-
-def _need(report: Report, task: str, what: str):
-    if report.task != task:
-        raise DataError(f"A {what} plot needs a {task} report; this one is {report.task} ({report.model} on {report.data}).")
-
-def _one_vs_rest(report: Report):
-    "(class name, 0/1 targets, scores) per curve: the positive class if binary, else each class against the rest."
-    y, P, classes = report.y_true, report.scores, report.classes
-    pairs = [(classes[1], y == 1, P[:, 1])] if len(classes) == 2 else [(c, y == i, P[:, i]) for i, c in enumerate(classes)]
-    return [(c, t, s) for c, t, s in pairs if 0 < t.sum() < len(t)]  # a curve needs both outcomes
-
-def plot_confusion(report: Report, normalize: bool = False):
-    "The confusion matrix; `normalize=True` divides each row by its class's size (recall on the diagonal)."
-    _need(report, "classification", "confusion-matrix")
-    cm = np.asarray(report.confusion, dtype=float)
-    if normalize:
-        cm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
-    fig, ax = _figure()
-    ConfusionMatrixDisplay(cm, display_labels=report.classes).plot(
-        ax=ax, cmap="Blues", colorbar=False, values_format=".2f" if normalize else ".0f")
-    ax.set_title(f"{report.model}: confusion{' (share of each true class)' if normalize else ''}", fontsize=10)
-    return fig
-
-def plot_roc(report: Report):
-    "ROC curves with their AUC: the positive class, or one per class against the rest."
-    _need(report, "classification", "ROC")
-    fig, ax = _figure()
-    for c, t, s in _one_vs_rest(report):
-        fpr, tpr, _ = roc_curve(t, s)
-        ax.plot(fpr, tpr, label=f"{c} (AUC {roc_auc_score(t, s):.3f})")
-    ax.plot([0, 1], [0, 1], "k:", lw=1, label="chance")
-    ax.set(xlabel="false positive rate", ylabel="true positive rate (recall)", title=f"{report.model}: ROC")
-    ax.legend(loc="lower right", fontsize=8)
-    return fig
-
-def plot_pr(report: Report):
-    "Precision-recall curves with their average precision; dotted: the share of positives."
-    _need(report, "classification", "precision-recall")
-    fig, ax = _figure()
-    for i, (c, t, s) in enumerate(_one_vs_rest(report)):
-        prec, rec, _ = precision_recall_curve(t, s)
-        line, = ax.step(rec, prec, where="post", label=f"{c} (AP {average_precision_score(t, s):.3f})")
-        ax.axhline(t.mean(), ls=":", lw=1, color=line.get_color(), label=None if i else "chance (share of positives)")
-    ax.set(xlabel="recall", ylabel="precision", ylim=(0, 1.02), title=f"{report.model}: precision-recall")
-    ax.legend(loc="lower left", fontsize=8)
-    return fig
-
-def plot_reliability(report: Report):
-    "Reliability diagram (observed frequency against predicted probability) over a histogram of the predictions."
-    _need(report, "classification", "reliability")
-    cal = report.calibration
-    fig, (ax, hist) = _figure(2, 1, size=(4.2, 2.4), sharex=True, height_ratios=[3, 1])
-    ax.plot([0, 1], [0, 1], "k:", lw=1, label="perfectly calibrated")
-    ax.plot(cal["confidence"], cal["frequency"], "o-", label=report.model)
-    event = "positive" if len(report.classes) == 2 else "top class right"
-    ax.set(ylabel=f"observed frequency ({event})", title=f"{report.model}: calibration, ECE {report.metrics['ece']:.3f}")
-    ax.legend(loc="upper left", fontsize=8)
-    hist.bar(cal["confidence"], cal["count"], width=0.06, color="grey")
-    hist.set(xlabel="predicted probability", ylabel="count", xlim=(0, 1))
-    return fig
-
-def plot_residuals(report: Report):
-    "Predicted against true values, and residuals (true - predicted) against predicted values."
-    _need(report, "regression", "residual")
-    y, pred = report.y_true, report.scores
-    fig, (a, b) = _figure(1, 2)
-    lim = [min(y.min(), pred.min()), max(y.max(), pred.max())]
-    a.scatter(y, pred, s=12, alpha=0.7)
-    a.plot(lim, lim, "k:", lw=1)
-    a.set(xlabel="true", ylabel="predicted", title=f"{report.model}: R² {report.metrics['r2']:.3f}")
-    b.scatter(pred, y - pred, s=12, alpha=0.7)
-    b.axhline(0, color="k", ls=":", lw=1)
-    b.set(xlabel="predicted", ylabel="residual (true - predicted)", title=f"MAE {report.metrics['mae']:.1f}, RMSE {report.metrics['rmse']:.1f}")
-    return fig
-
-# %% ../nbs/05_evaluation.ipynb #d45c14d9
-def threshold_widget(
-    report: Report,  # a binary classification report
-    value: float = 0.5,  # the threshold to start at
-):
-    "A slider for a binary classifier's decision threshold, showing the confusion matrix, precision and recall."
-    if report.task != "classification" or len(report.classes) != 2:
-        raise DataError(f"threshold_widget needs a binary classification report; this one is {report.task}"
-                        f"{f' with {len(report.classes)} classes' if report.classes else ''}.")
-    try:
-        import ipywidgets as w
-    except ImportError as e:
-        raise ImportError("The threshold widget needs ipywidgets: pip install 'trainkit[course]'") from e
-    slider = w.FloatSlider(value=value, min=0.0, max=1.0, step=0.01, description="threshold", readout_format=".2f")
-    html = w.HTML()
-    neg, pos = report.classes
-
-    def show(*_):
-        r = at_threshold(report.y_true, report.scores[:, 1], slider.value)
-        (tn, fp), (fn, tp) = r["confusion"]
-        cell = "style='padding:2px 10px;text-align:right'"
-        html.value = (f"<table><tr><th></th><th {cell}>predicted {neg}</th><th {cell}>predicted {pos}</th></tr>"
-                      f"<tr><th {cell}>true {neg}</th><td {cell}>{tn}</td><td {cell}>{fp}</td></tr>"
-                      f"<tr><th {cell}>true {pos}</th><td {cell}>{fn}</td><td {cell}>{tp}</td></tr></table>"
-                      f"<p>precision {r['precision']:.3f} · recall {r['recall']:.3f} · F1 {r['f1']:.3f}</p>")
-
-    slider.observe(show, names="value")
-    show()
-    box = w.VBox([slider, html])
-    box.add_class("trainkit-threshold")
-    box.slider, box.html = slider, html  # for tests and scripted demos
-    return box

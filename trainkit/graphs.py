@@ -1,5 +1,5 @@
 """Record a whole epoch of training steps on the GPU once, then replay it with one call: the
-Learner's `cuda_graph=True`, 5-8x faster than eager steps for small models on an H100.
+Learner's `cuda_graph=True`, several times faster than eager steps for small models.
 
 Docs: https://trainkit.github.io/trainkit/graphs.html.md"""
 
@@ -15,9 +15,13 @@ __all__ = ['CudaGraphRunner']
 
 # %% ../nbs/03c_graphs.ipynb #6036bc06
 class CudaGraphRunner:
-    "Replays captured training steps for `Learner(cuda_graph=True)`, the last partial batch included."
+    "Replays captured training steps for `Learner(cuda_graph=True)`: on small data, one replay per epoch."
 
-    def __init__(self, learn, chunk: int = 32):
+    def __init__(
+        self,
+        learn,  # the Learner, its optimizer set up for this fit (capturable AdamW)
+        max_steps: int = 64,  # the most training steps one graph records
+    ):
         L = self.L = learn
         if L.device.type != "cuda":
             raise RuntimeError(f"it needs CUDA, and this run is on {L.device}")
@@ -26,95 +30,101 @@ class CudaGraphRunner:
         if L.scaler is not None or L.opt_name != "adamw":
             raise RuntimeError("it needs the built-in AdamW and fp32 or bf16 (fp16 loss scaling cannot be captured)")
         X, bs = L.data.X_train, L.batch_size
-        self.n_full = len(X) // bs
+        self.n_full, self.tail = len(X) // bs, len(X) % bs  # full batches per epoch; the last batch's rows (0: none)
         if self.n_full < 4:
             raise RuntimeError(f"{self.n_full} full batches per epoch are too few to be worth capturing")
-        self.chunk = min(chunk, self.n_full)
-        dev = L.device
+        self.max_steps, dev = max_steps, L.device
         self.lr_table = torch.tensor(L.lr_table() + [0.0], device=dev)  # the schedule, read on the device
         self.lr_t = L.opt.param_groups[0]["lr"]  # a tensor: the optimizer is capturable
         self.perm = torch.arange(len(X), device=dev)
         self.pos = torch.zeros((), dtype=torch.long, device=dev)
         self.step_t = torch.zeros((), dtype=torch.long, device=dev)
         self.ar = torch.arange(bs, device=dev)
-        self.tail = len(X) - self.n_full * bs  # the epoch's last, smaller batch (0 if none)
-        self.graphs = {k: self._capture(k) for k in sorted({self.chunk, 1})}
-        self.tail_graph = self._capture(1, n=self.tail) if self.tail else None
+        self._warm_up()
+        self.graphs = {sizes: self._capture(sizes) for sizes in self.plan(0)}  # an epoch from its start
 
-    def _body(self, n: int):
-        "One training step on the next `n` rows of the epoch's permutation, all on the device."
-        L = self.L
-        L.opt.zero_grad(set_to_none=True)
-        idx = self.perm[self.pos * L.batch_size + self.ar[:n]]
-        with L.autocast():
-            loss = L.loss_fn(L.model(L.data.X_train[idx]), L.data.y_train[idx])
-        loss.backward()
-        L.opt.step()
-        L.running += loss.detach().float()
-        self.pos += 1
-        self.step_t += 1
-        # index_select, not lr_table[step_t]: indexing with a 0-d tensor reads it on the host (a sync).
-        self.lr_t.copy_(torch.index_select(self.lr_table, 0, self.step_t.view(1))[0])
+    def plan(self, start: int) -> list[tuple[int, ...]]:
+        "The graphs an epoch replays from batch `start` on, each given by its steps' batch sizes."
+        steps = [self.L.batch_size] * (self.n_full - start) + ([self.tail] if self.tail else [])
+        return [tuple(steps[i:i + self.max_steps]) for i in range(0, len(steps), self.max_steps)]
 
-    def _snapshot(self):
-        L = self.L
-        return ({k: v.detach().clone() for k, v in L.model.state_dict().items()},
-                {p: {k: v.clone() for k, v in st.items() if torch.is_tensor(v)} for p, st in L.opt.state.items()},
-                L.running.clone())
+# %% ../nbs/03c_graphs.ipynb #f9472f53
+from fastcore.basics import patch
 
-    def _restore(self, snap):
-        L = self.L
-        model, opt, running = snap
-        for k, v in L.model.state_dict().items():
-            v.copy_(model[k])
-        for p, st in L.opt.state.items():
-            for k, v in st.items():
-                if torch.is_tensor(v):
-                    v.copy_(opt[p][k]) if p in opt and k in opt[p] else v.zero_()
-        L.running.copy_(running)
-        self.pos.zero_()
-        self.step_t.fill_(L.step)
-        self.lr_t.copy_(self.lr_table[L.step])
+@patch
+def _body(self: CudaGraphRunner, n: int):
+    "One training step on the next `n` rows of the epoch's permutation, all on the device."
+    L = self.L
+    L.opt.zero_grad(set_to_none=True)
+    idx = self.perm[self.pos * L.batch_size + self.ar[:n]]
+    with L.autocast():
+        loss = L.loss_fn(L.model(L.data.X_train[idx]), L.data.y_train[idx])
+    loss.backward()
+    L.opt.step()
+    L.running += loss.detach().float()
+    self.pos += 1
+    self.step_t += 1
+    # index_select, not lr_table[step_t]: indexing with a 0-d tensor reads it on the host (a sync).
+    self.lr_t.copy_(torch.index_select(self.lr_table, 0, self.step_t.view(1))[0])
 
-    def _capture(self, k: int, n: int | None = None):
-        "Record `k` steps on batches of `n` rows (default: the batch size) as one graph."
-        L = self.L
-        n = n or L.batch_size
-        snap = self._snapshot()
-        try:
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
-                for _ in range(3):
-                    self._body(n)
-            torch.cuda.current_stream().wait_stream(side)
-            self._restore(snap)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                for _ in range(k):
-                    self._body(n)
-        finally:
-            torch.cuda.synchronize()
-            self._restore(snap)
-        return graph
+@patch
+def _snapshot(self: CudaGraphRunner):
+    L = self.L
+    return ({k: v.detach().clone() for k, v in L.model.state_dict().items()},
+            {p: {k: v.clone() for k, v in st.items() if torch.is_tensor(v)} for p, st in L.opt.state.items()},
+            L.running.clone())
 
-    def run_epoch(self):
-        "One epoch: captured chunks of steps, then the partial batch (if any) eagerly."
-        L = self.L
-        self.perm.copy_(L.permutation(L.epoch))
-        self.pos.fill_(L.batch)
-        self.step_t.fill_(L.step)
-        self.lr_t.copy_(self.lr_table[L.step])
-        while L.batch < self.n_full:
-            k = self.chunk if self.n_full - L.batch >= self.chunk else 1
-            L("before_batch")
-            self.graphs[k].replay()
-            L.batch += k
-            L.step += k
-            L("after_batch")
-        if L.batch < L.n_batches:  # the smaller last batch has its own graph
-            L("before_batch")
-            self.tail_graph.replay()
-            L.batch += 1
-            L.step += 1
-            L("after_batch")
+@patch
+def _restore(self: CudaGraphRunner, snap):
+    L = self.L
+    model, opt, running = snap
+    for k, v in L.model.state_dict().items():
+        v.copy_(model[k])
+    for p, st in L.opt.state.items():
+        for k, v in st.items():
+            if torch.is_tensor(v):
+                v.copy_(opt[p][k]) if p in opt and k in opt[p] else v.zero_()
+    L.running.copy_(running)
+    self.pos.zero_()
+    self.step_t.fill_(L.step)
+    self.lr_t.copy_(self.lr_table[L.step])
+
+# %% ../nbs/03c_graphs.ipynb #0dce009b
+@patch
+def _warm_up(self: CudaGraphRunner):
+    "Eager steps of every batch size on a side stream (CUDA needs them before capture), then undone."
+    snap = self._snapshot()
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for n in [self.L.batch_size] * 3 + ([self.tail] if self.tail else []):
+            self._body(n)
+    torch.cuda.current_stream().wait_stream(side)
+    torch.cuda.synchronize()
+    self._restore(snap)
+
+@patch
+def _capture(self: CudaGraphRunner, sizes: tuple[int, ...]):
+    "Record one training step per entry of `sizes` (its batch size) as one graph; recording runs nothing."
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for n in sizes:
+            self._body(n)
+    return graph
+
+@patch
+def run_epoch(self: CudaGraphRunner):
+    "One epoch from the Learner's current batch on: one replay per graph of the plan."
+    L = self.L
+    self.perm.copy_(L.permutation(L.epoch))
+    self.pos.fill_(L.batch)
+    self.step_t.fill_(L.step)
+    self.lr_t.copy_(self.lr_table[L.step])
+    for sizes in self.plan(L.batch):
+        if sizes not in self.graphs:  # resumed mid-epoch: the rest of the epoch, recorded once
+            self.graphs[sizes] = self._capture(sizes)
+        L("before_batch")
+        self.graphs[sizes].replay()
+        L.batch += len(sizes)
+        L.step += len(sizes)
+        L("after_batch")

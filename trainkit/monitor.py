@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import threading
 from collections import Counter, deque
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -20,7 +21,7 @@ from scipy import stats
 from .core import DataError
 
 # %% auto #0
-__all__ = ['EPS', 'psi', 'bin_shares', 'feature_drift', 'DriftMonitor']
+__all__ = ['EPS', 'psi', 'bin_shares', 'feature_drift', 'DriftMonitor', 'drift_families', 'Metrics']
 
 # %% ../nbs/06d_monitor.ipynb #63c22c65
 EPS = 1e-4  # floor for a share: an empty bin would make log(a / e) infinite
@@ -147,3 +148,51 @@ class DriftMonitor:
         r = self.report()
         df = pd.DataFrame(r["features"]).T[["kind", "n", "missing", "psi", "test", "stat", "p", "drifted"]]
         return df.sort_values(["drifted", "psi"], ascending=False)
+
+# %% ../nbs/06d_monitor.ipynb #796c9e15
+def drift_families(report: dict | None) -> list:
+    "A drift report (`DriftMonitor.report`) as Prometheus gauges: PSI, KS and missing share per feature, window, alarm."
+    from prometheus_client.core import GaugeMetricFamily  # the serve extra; the drift monitor itself needs none of it
+    psis = GaugeMetricFamily("trainkit_drift_psi", "PSI of each feature's window vs training", labels=["feature"])
+    ks = GaugeMetricFamily("trainkit_drift_ks", "KS statistic of each numeric feature vs training", labels=["feature"])
+    alarm = GaugeMetricFamily("trainkit_drift_alarm", "1 when any feature has drifted")
+    window = GaugeMetricFamily("trainkit_drift_window", "Records in the drift window")
+    missing = GaugeMetricFamily("trainkit_drift_missing", "Share of each feature missing in the window", labels=["feature"])
+    if report is not None:  # None: no model loaded yet, so the gauges are there but empty
+        for name, d in report["features"].items():
+            psis.add_metric([name], d["psi"])
+            missing.add_metric([name], d["missing"])
+            if d["test"] == "ks":
+                ks.add_metric([name], d["stat"])
+        alarm.add_metric([], float(report["alarm"]))
+        window.add_metric([], report["window"])
+    return [psis, ks, alarm, window, missing]
+
+# %% ../nbs/06d_monitor.ipynb #751f7dff
+class Metrics:
+    "A service's Prometheus metrics in a registry of its own: traffic, latency, errors, predictions, version, drift."
+
+    def __init__(self, drift: Callable[[], dict | None]):  # returns the current drift report, or None (no model yet)
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram  # the serve extra, as above
+        self.registry = r = CollectorRegistry()
+        self.requests = Counter("trainkit_requests", "HTTP requests", ["endpoint", "method", "status"], registry=r)
+        self.latency = Histogram("trainkit_request_duration_seconds", "Request latency", ["endpoint"], registry=r,
+                                 buckets=(.0005, .001, .002, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5))
+        self.errors = Counter("trainkit_errors", "Requests refused or failed, by kind", ["endpoint", "kind"], registry=r)
+        self.predictions = Counter("trainkit_predictions", "Predictions made, by label", ["version", "label"], registry=r)
+        self.model_info = Gauge("trainkit_model_info", "1 for the version being served", ["version"], registry=r)
+        self.reloads = Counter("trainkit_model_reloads", "Model versions loaded after start-up", registry=r)
+        self.drift = drift
+        self._children = {}
+        r.register(self)  # the registry calls self.collect() on every scrape
+
+    def child(self, metric, *labels):
+        "`metric.labels(*labels)`, cached: the hot path skips prometheus_client's lock and checks."
+        key = (metric, labels)
+        if (c := self._children.get(key)) is None:
+            c = self._children[key] = metric.labels(*labels)
+        return c
+
+    def collect(self):
+        "The drift gauges, computed from the current window when Prometheus scrapes."
+        yield from drift_families(self.drift())
