@@ -9,6 +9,7 @@ Docs: https://trainkit.github.io/trainkit/graphs.html.md"""
 from __future__ import annotations
 
 import torch
+from fastcore.basics import patch
 
 # %% auto #0
 __all__ = ['CudaGraphRunner']
@@ -49,8 +50,6 @@ class CudaGraphRunner:
         return [tuple(steps[i:i + self.max_steps]) for i in range(0, len(steps), self.max_steps)]
 
 # %% ../nbs/03c_graphs.ipynb #f9472f53
-from fastcore.basics import patch
-
 @patch
 def _body(self: CudaGraphRunner, n: int):
     "One training step on the next `n` rows of the epoch's permutation, all on the device."
