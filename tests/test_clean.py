@@ -14,7 +14,8 @@ from conftest import typed_csv
 from trainkit.clean import (SENTINELS, CleaningReport, CleanSpec, add_entry_errors, clean,
                             penguins_schema, snake_case, validate)
 from trainkit.core import DataError
-from trainkit.data import DataWarning, collect, penguins_csv
+from trainkit.core import DataWarning
+from trainkit.data import collect, penguins_csv
 
 
 def counts(rep: CleaningReport, rule: str) -> dict[str, int]:

@@ -20,7 +20,8 @@ import trainkit.core as core
 from conftest import typed_csv
 from trainkit.core import (DataError, artifacts_dir, atomic_write, data_dir, environment, fast_mode,
                            get_device, pick, seed_everything)
-from trainkit.data import (RAW_COLUMNS, DataWarning, JSONAPIServer, build_database, collect, conform, from_csv,
+from trainkit.core import DataWarning
+from trainkit.data import (RAW_COLUMNS, JSONAPIServer, build_database, collect, conform, from_csv,
                            from_html, from_json_api, from_sqlite, penguins_csv, shipped_html,
                            write_html_table)
 

@@ -26,13 +26,16 @@ from platformdirs import user_data_dir
 from . import __version__
 
 # %% auto #0
-__all__ = ['MAX_INDEX', 'DataError', 'check_type', 'fast_mode', 'pick', 'seed_everything', 'get_device', 'data_dir',
-           'artifacts_dir', 'atomic_write', 'sha256', 'jsonable', 'staged_folder', 'put_file', 'seal', 'read_file',
-           'read_sealed', 'environment']
+__all__ = ['MAX_INDEX', 'DataError', 'DataWarning', 'check_type', 'fast_mode', 'pick', 'seed_everything', 'get_device',
+           'data_dir', 'artifacts_dir', 'atomic_write', 'sha256', 'jsonable', 'staged_folder', 'put_file', 'seal',
+           'read_file', 'read_sealed', 'environment']
 
 # %% ../nbs/00_core.ipynb #47f5398c
 class DataError(ValueError):
     "Bad input data: the message names the file, column or row and what to do about it."
+
+class DataWarning(UserWarning):
+    "Data that worked but needs a look (e.g. text in a numeric column, kept for cleaning); `report` lists the details."
 
 def check_type(
     value,  # what the caller passed

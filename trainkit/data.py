@@ -25,10 +25,10 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from .core import DataError, atomic_write, data_dir
+from .core import DataError, DataWarning, atomic_write, data_dir
 
 # %% auto #0
-__all__ = ['RAW_COLUMNS', 'penguins_csv', 'conform', 'DataWarning', 'build_database', 'from_sqlite', 'from_csv', 'JSONAPIServer',
+__all__ = ['RAW_COLUMNS', 'penguins_csv', 'conform', 'build_database', 'from_sqlite', 'from_csv', 'JSONAPIServer',
            'from_json_api', 'write_html_table', 'shipped_html', 'from_html', 'collect']
 
 # %% ../nbs/01a_data.ipynb #beb60063
@@ -77,9 +77,6 @@ def conform(
     return out
 
 # %% ../nbs/01a_data.ipynb #829cd175
-class DataWarning(UserWarning):
-    "Collected data holds something `clean` must fix; `report` lists each column, its row count and a few rows."
-
 def _report_kept_text(kept: list[dict], source: str, strict: bool):
     "Refuse (`strict`) or warn about numeric columns kept as text, naming each column, its count and a few rows."
     lines = "".join(f"\n  column {k['column']!r}: {k['count']} row(s) hold text, e.g. "
