@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -231,3 +235,60 @@ def test_git_commit(tmp_path):
     sha = git_commit()
     assert sha is None or len(sha) == 40
     json.dumps(sha)
+
+
+# ------------------------------------------------------------------------------------------ two writers
+
+WORKER = Path(__file__).with_name("registry_worker.py")
+
+
+def test_two_writers_adding_and_promoting_at_once_lose_nothing(penguin_bundle, tmp_path):
+    "Two real processes each add and promote 8 versions into one registry at the same moment: all 16 are there, intact."
+    root, go, n = tmp_path / "registry", tmp_path / "go", 8
+    Registry(root).add(penguin_bundle.path)  # v1 exists before the race starts
+    procs = [subprocess.Popen([sys.executable, str(WORKER), str(root), str(penguin_bundle.path), name, str(n), str(go)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for name in ("a", "b")]
+    time.sleep(1.0)  # both have imported trainkit and are waiting
+    go.touch()
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-2000:]
+    added = [json.loads(line)["version"] for out, _ in outs for line in out.splitlines()]
+    reg = Registry(root)
+    assert len(added) == 2 * n and len(set(added)) == 2 * n  # no name handed out twice
+    assert sorted(reg.names(), key=lambda v: int(v[1:])) == [f"v{i}" for i in range(1, 2 * n + 2)]
+    assert reg.versions().verified.all()  # every version's files match its manifest
+    for v in reg.names():
+        load_bundle(reg.root / "versions" / v)
+    history = reg.history()
+    assert (history.action == "promote").sum() == 2 * n  # no promotion's history line lost
+    assert sorted(history.version) == sorted(added)
+    assert reg.current() == history.version.iloc[-1]  # CURRENT is the last promotion the history records
+    records = [json.loads((root / "records" / f"{v}.json").read_text())["seq"] for v in reg.names()]
+    assert sorted(records) == list(range(1, 2 * n + 2))  # sequence numbers unique
+    assert not [p for p in (root / "versions").iterdir() if p.name.startswith(".")]  # no staging folder left
+
+
+def test_versions_flags_a_version_that_fails_verification(reg):
+    flip_bit(reg.root / "versions" / "v2" / "weights.safetensors")
+    (reg.root / "versions" / "v1" / "model.pkl").write_bytes(b"\x80\x04.")
+    table = reg.versions()
+    assert table.verified.to_dict() == {"v1": False, "v2": False}
+    assert table.loc["v2", "problem"].startswith("weights.safetensors: its sha256")
+    assert table.loc["v1", "problem"].startswith("model.pkl: not part of the bundle")
+    shutil.rmtree(reg.root / "versions" / "v1")
+    reg.root.joinpath("versions", "v1").mkdir()  # an emptied folder: listed, not verified, no crash
+    assert reg.versions().loc["v1", "problem"].startswith("manifest.sha256: missing")
+
+
+def test_the_lock_serialises_writers_in_threads_too(reg):
+    "While one holder has the lock, a promote from another thread waits for it."
+    import threading
+    done = []
+    with reg.lock():
+        t = threading.Thread(target=lambda: done.append(reg.promote("v1")))
+        t.start()
+        time.sleep(0.5)
+        assert done == [] and reg.current() is None  # still waiting
+    t.join(10)
+    assert done == ["v1"] and reg.current() == "v1"

@@ -351,6 +351,30 @@ def test_search_accepts_pruners(penguins, tmp_path, name, cls):
     assert isinstance(study.pruner, cls) and len(study.trials) == 1
 
 
+def test_search_draws_the_optimizer_and_sgds_momentum(penguins, tmp_path, monkeypatch):
+    "An 'optimizer' choice in the space goes to the Learner: AdamW, or SGD with the drawn momentum."
+    import trainkit.tune as tune
+    built = []
+    real = tune.Learner
+
+    class Spy(real):
+        def _setup_optim(self):
+            super()._setup_optim()
+            built.append(self.opt)
+    monkeypatch.setattr(tune, "Learner", Spy)
+    space = {"lr": ("log", 1e-3, 1e-1), "optimizer": ("choice", ["adamw", "sgd"]), "momentum": ("float", 0.5, 0.9)}
+    study = search(penguin_mlp, penguins, space, n_trials=8, epochs=1, pruner="none", storage=":memory:",
+                   sampler=optuna.samplers.RandomSampler(seed=1))
+    for trial, opt in zip(study.trials, built):
+        if trial.params["optimizer"] == "sgd":
+            assert isinstance(opt, torch.optim.SGD) and opt.param_groups[0]["momentum"] == trial.params["momentum"]
+        else:
+            assert isinstance(opt, torch.optim.AdamW)
+    assert {t.params["optimizer"] for t in study.trials} == {"adamw", "sgd"}
+    with pytest.raises(DataError, match="optimizer='adam'"):
+        search(penguin_mlp, penguins, {"optimizer": ("choice", ["adam"])}, n_trials=1, epochs=1, storage=":memory:")
+
+
 def test_search_bad_arguments_fail_before_anything_runs(penguins, tmp_path):
     db = tmp_path / "t.db"
     url = f"sqlite:///{db}"

@@ -17,10 +17,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
+from filelock import FileLock
 
 from . import __version__
-from .core import DataError, atomic_write, check_type, staged_folder
-from .export import Bundle, export, load_bundle
+from .core import DataError, atomic_write, check_type, read_sealed, staged_folder
+from .export import FILES, FORMAT, Bundle, export, load_bundle
 from .learner import Learner
 
 # %% auto #0
@@ -46,6 +47,12 @@ class Registry:
         self.root = Path(root)
         if self.root.exists() and not self.root.is_dir():
             raise DataError(f"Registry {self.root}: exists and is not a folder.")
+        self._lock = FileLock(self.root / ".lock")
+
+    def lock(self) -> FileLock:
+        "The registry's lock (a file in it): adding and promoting hold it, so two processes never interleave their writes."
+        self.root.mkdir(parents=True, exist_ok=True)
+        return self._lock
 
     def __repr__(self): return f"Registry({str(self.root)!r}: {len(self.names())} versions, current={self._pointer()})"
     def _bundle(self, v: str) -> Path: return self.root / "versions" / v
@@ -83,6 +90,10 @@ class Registry:
         parent: str | None = None,  # the version this one derives from; default: the current version
     ) -> str:
         "Add a version (export a Learner or copy a verified bundle); return its name."
+        with self.lock():  # the name, the files and the record, as one step other writers wait for
+            return self._add(source, version, report, parent)
+
+    def _add(self, source, version, report, parent) -> str:
         taken = set(self.names()) | ({p.name for p in (self.root / "versions").iterdir()}
                                      if (self.root / "versions").is_dir() else set())
         nums = [int(n[1:]) for n in taken if re.fullmatch(r"v\d+", n)]
@@ -122,15 +133,19 @@ class Registry:
             raise DataError(f"{p.relative_to(self.root)}: unreadable ({e}).") from e
 
     def versions(self) -> pd.DataFrame:
-        "One row per version, oldest first: metrics, data hash, hyperparameters, lineage and the current marker."
-        cur, rows = self.current(), []
+        "One row per version, oldest first: verified or not (and why), metrics, data hash, hyperparameters, lineage."
+        cur, rows = self._pointer(), []
         for v in self.names():
-            m, rec = self.manifest(v), self._read_json(self._record(v))
+            rec = self._read_json(self._record(v))
+            try:  # every file's size and hash against the sealed manifest: a damaged version is listed as such
+                m, problem = read_sealed(self._bundle(v), "manifest.json", FORMAT, FILES, "bundle")[0], None
+            except DataError as e:
+                m, problem = {}, str(e)
             metrics = {k: x for k, x in m.get("metrics", {}).items() if k != "epoch" and isinstance(x, (int, float))}
-            hp = m.get("hyperparameters", {})
-            rows.append({"version": v, "current": v == cur, "created": rec.get("created"), **metrics,
-                         "metrics_from": m.get("metrics", {}).get("source"),
-                         "model": f"{m['model']['class']}{m['model']['args'].get('hidden', '')}",
+            hp, spec = m.get("hyperparameters", {}), m.get("model", {"class": "?", "args": {}})
+            rows.append({"version": v, "current": v == cur, "verified": problem is None, "problem": problem,
+                         "created": rec.get("created"), **metrics, "metrics_from": m.get("metrics", {}).get("source"),
+                         "model": f"{spec['class']}{spec['args'].get('hidden', '')}",
                          **{k: hp.get(k) for k in ("epochs", "lr", "batch_size", "weight_decay")},
                          "data_sha256": str(m.get("training_data_sha256", ""))[:12], "trainkit": rec.get("trainkit"),
                          "git_commit": (rec.get("git_commit") or "")[:10] or None, "parent": rec.get("parent")})
@@ -195,18 +210,20 @@ class Registry:
 
     def promote(self, version: str) -> str:  # a listed version
         "Verify `version`'s bundle, then point `CURRENT` at it (atomically); refuse and keep the pointer if it fails."
-        cur = self._pointer()
-        return self._switch(self._check(version), [*self._stack(cur), version], "promote", cur)
+        with self.lock():
+            cur = self._pointer()
+            return self._switch(self._check(version), [*self._stack(cur), version], "promote", cur)
 
     def rollback(self) -> str:
         "Go back to the version that was current before the last promotion; return its name."
-        cur = self.current()
-        stack = self._stack(cur)
-        if cur is None:
-            raise DataError(f"Registry {self.root}: nothing has been promoted, so there is nothing to roll back.")
-        if len(stack) < 2:
-            raise DataError(f"rollback: {cur} is the first promoted version; there is no earlier one to go back to.")
-        return self._switch(self._check(stack[-2]), stack[:-1], "rollback", cur)
+        with self.lock():
+            cur = self.current()
+            stack = self._stack(cur)
+            if cur is None:
+                raise DataError(f"Registry {self.root}: nothing has been promoted, so there is nothing to roll back.")
+            if len(stack) < 2:
+                raise DataError(f"rollback: {cur} is the first promoted version; there is no earlier one to go back to.")
+            return self._switch(self._check(stack[-2]), stack[:-1], "rollback", cur)
 
     def load(self, version: str | None = None) -> Bundle:  # default: the current version
         "The verified bundle of `version` (default: the current one)."

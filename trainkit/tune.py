@@ -26,7 +26,8 @@ from .learner import Callback, Learner
 from .models import TRAINING_METRICS, SklearnModel, check_metric, goal
 
 # %% auto #0
-__all__ = ['cross_validate', 'check_space', 'suggest', 'OptunaPruning', 'search', 'plot_search', 'L1Penalty', 'lr_find']
+__all__ = ['cross_validate', 'check_space', 'suggest', 'OptunaPruning', 'default_sampler', 'make_pruner', 'search', 'plot_search',
+           'L1Penalty', 'lr_find']
 
 # %% ../nbs/04_tuning.ipynb #5b951a85
 def _dev_set(data: Datasets):
@@ -134,13 +135,30 @@ class OptunaPruning(Callback):
         if self.trial.should_prune():
             raise optuna.TrialPruned(f"pruned after epoch {learn.epoch}")
 
-def _pruner(name):
+def default_sampler(n_trials: int, seed: int = 42):
+    "The sampler `search` uses unless told otherwise: Optuna's TPE, seeded (bench/tune_speed.py measures it)."
+    import optuna
+    # Few trials leave little room after TPE's random start-up trials: use a quarter of them (3 to 10).
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(3, min(10, n_trials // 4)))
+
+def make_pruner(name: str):
+    "A pruner by name: 'median' (`search`'s default), 'hyperband' or 'none'."
     import optuna
     pruners = {"median": lambda: optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2),
                "hyperband": lambda: optuna.pruners.HyperbandPruner(), "none": lambda: optuna.pruners.NopPruner()}
     if name not in pruners:
         raise DataError(f"pruner={name!r}: use one of {list(pruners)}.")
     return pruners[name]()
+
+def _optimizer(params: dict):
+    "The Learner's `opt` for drawn `params`: AdamW, or SGD with the drawn momentum when params['optimizer'] is 'sgd'."
+    choice = params.get("optimizer", "adamw")
+    if choice == "adamw":
+        return "adamw"
+    if choice != "sgd":
+        raise DataError(f"optimizer={choice!r}: search knows 'adamw' and 'sgd'.")
+    return lambda ps: torch.optim.SGD(ps, lr=float(params.get("lr", 3e-3)), momentum=float(params.get("momentum", 0.0)),
+                                      weight_decay=float(params.get("weight_decay", 0.01)))
 
 def _create_study(**kw):
     "optuna.create_study, retried: processes opening a new SQLite file at once race to create its tables."
@@ -157,8 +175,8 @@ def _create_study(**kw):
 def search(
     build: Callable[[dict], nn.Module],  # params -> a fresh model (params holds everything drawn from `space`)
     data: Datasets,  # trains on train, scores on valid; test is never touched
-    space: dict,  # name -> ("log"|"float"|"int", low, high) or ("choice", [options]); lr, batch_size,
-                  # weight_decay and epochs, if present, go to the Learner
+    space: dict,  # name -> ("log"|"float"|"int", low, high) or ("choice", [options]); lr, batch_size, weight_decay,
+                  # epochs, optimizer ("adamw" or "sgd") and momentum (SGD's), if present, go to the Learner
     n_trials: int = 20,
     metric: str | None = None,  # default: accuracy (classification) or mae (regression)
     epochs: int = 10,  # per trial, unless `space` has "epochs"
@@ -168,7 +186,7 @@ def search(
     load_if_exists: bool = True,  # continue a study of the same name
     seed: int = 42,
     timeout: float | None = None,  # seconds
-    sampler=None,  # an Optuna sampler; default TPE seeded with `seed` (pass GridSampler/RandomSampler to compare)
+    sampler=None,  # an Optuna sampler; default `default_sampler(n_trials, seed)` (pass RandomSampler to compare)
     callbacks=(),  # Optuna study callbacks, called after each trial as callback(study, trial)
 ):
     "Search `space` with Optuna's TPE sampler and a pruner; return the study (best: `study.best_params`)."
@@ -183,17 +201,17 @@ def search(
     direction = {"max": "maximize", "min": "minimize"}[goal(metric)]
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = storage or f"sqlite:///{data_dir() / 'tuning.db'}"
-    # Few trials leave little room after TPE's random start-up trials: use a quarter of them (3 to 10).
-    sampler = sampler or optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(3, min(10, n_trials // 4)))
     study = _create_study(storage=None if storage == ":memory:" else storage, study_name=study_name,
-                          load_if_exists=load_if_exists, direction=direction, sampler=sampler, pruner=_pruner(pruner))
+                          load_if_exists=load_if_exists, direction=direction,
+                          sampler=sampler or default_sampler(n_trials, seed), pruner=make_pruner(pruner))
     key = metric if metric != "loss" else "valid_loss"
 
     def objective(trial):
         params = suggest(trial, space)
         torch.manual_seed(seed)
-        learn = Learner(build(params), data, batch_size=int(params.get("batch_size", 64)), seed=seed,
-                        weight_decay=float(params.get("weight_decay", 0.01)), callbacks=[OptunaPruning(trial, metric)])
+        learn = Learner(build(params), data, opt=_optimizer(params), batch_size=int(params.get("batch_size", 64)),
+                        seed=seed, weight_decay=float(params.get("weight_decay", 0.01)),
+                        callbacks=[OptunaPruning(trial, metric)])
         learn.fit(int(params.get("epochs", epochs)), lr=float(params.get("lr", 3e-3)))
         values = [h[key] for h in learn.history]
         return max(values) if direction == "maximize" else min(values)
