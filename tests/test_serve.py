@@ -99,7 +99,7 @@ def test_encoder_equals_preprocessor_on_generated_records(reg, data):
         row[col["name"]] = data.draw(st.none() | value if col["nullable"] else value, label=col["name"])
     import pandas as pd
     frame = pd.DataFrame([row]).astype({c["name"]: float for c in schema["columns"] if c["dtype"] == "float"})
-    np.testing.assert_allclose(Encoder(bundle)([row]), bundle.preprocessor.transform(frame), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(Encoder(bundle)([row]), bundle.inputs(frame), rtol=1e-6, atol=1e-6)
 
 
 # ------------------------------------------------------------------------------------------ bad input

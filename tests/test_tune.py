@@ -82,12 +82,12 @@ def dev_set(data: Datasets):
 
 def spy_folds(monkeypatch) -> list:
     "Record every list of (train, valid) index arrays `cross_validate` draws."
-    seen, real = [], tune._folds
+    seen, real = [], tune.folds
     def spy(*args, **kwargs):
         out = real(*args, **kwargs)
         seen.append(out)
         return out
-    monkeypatch.setattr(tune, "_folds", spy)
+    monkeypatch.setattr(tune, "folds", spy)
     return seen
 
 
@@ -184,16 +184,35 @@ def test_cross_validate_sklearn_logreg_matches_recomputed_folds(breast_cancer, m
     assert sorted(valid.tolist()) == list(range(n))
     for tr, va in folds:
         assert set(tr).isdisjoint(va) and len(tr) + len(va) == n
-    # an oracle: refit the same estimator on each fold and score it with scikit-learn
+    # an oracle: scikit-learn's Pipeline of the preprocessor and the estimator, refitted on each fold's raw rows
+    from sklearn.pipeline import Pipeline
+    rows = pd.concat([breast_cancer.rows("train"), breast_cancer.rows("valid")])
+    feats = rows[list(breast_cancer.preprocessor.feature_names_in_)]
     for i, (tr, va) in enumerate(folds):
-        m = clone(est).fit(X[tr].numpy(), y[tr].numpy())
-        assert df.loc[i, "accuracy"] == pytest.approx(accuracy_score(y[va].numpy(), m.predict(X[va].numpy())))
+        m = Pipeline([("prep", clone(breast_cancer.preprocessor)), ("model", clone(est))])
+        m.fit(feats.iloc[tr], y[tr].numpy())
+        assert df.loc[i, "accuracy"] == pytest.approx(accuracy_score(y[va].numpy(), m.predict(feats.iloc[va])))
         assert df.loc[i, "rows"] == len(va)
     # stratified: every fold holds each class in about the development set's share
     share = float(y.float().mean())
     assert all(abs(float(y[va].float().mean()) - share) < 0.02 for _, va in folds)
     # the estimator passed in is cloned, never fitted itself
     assert not hasattr(est, "coef_")
+
+
+def test_cross_validate_refits_the_preprocessing_inside_each_fold(penguins, monkeypatch):
+    "No leak: each fold's scaling is fitted on that fold's training rows alone; tensors-only data is folded as is."
+    from dataclasses import replace
+    from trainkit.prep import Preprocessor
+    fitted_on, real = [], Preprocessor._fit
+    monkeypatch.setattr(Preprocessor, "_fit", lambda self, X: (fitted_on.append(X.index.tolist()), real(self, X))[1])
+    seen = spy_folds(monkeypatch)
+    cross_validate(RandomForestClassifier(10, random_state=0), penguins, k=3)
+    dev = pd.concat([penguins.rows("train"), penguins.rows("valid")])
+    assert [sorted(ix) for ix in fitted_on] == [sorted(dev.index[tr].tolist()) for tr, _ in seen[0]]
+    fitted_on.clear()
+    cross_validate(RandomForestClassifier(10, random_state=0), replace(penguins, frames=None), k=3)
+    assert fitted_on == []  # no rows kept: the tensors, preprocessed once, are folded
 
 
 def test_cross_validate_never_touches_test_split(breast_cancer):
@@ -220,7 +239,7 @@ def test_cross_validate_groups_stay_in_one_fold(penguins, birds, monkeypatch):
             assert fold_of.setdefault(b, i) == i, f"bird {b} is in folds {fold_of[b]} and {i}"
     assert sorted(np.concatenate([va for _, va in folds]).tolist()) == list(range(len(y)))
     # without groups the same birds are spread over folds: the check above has teeth
-    ungrouped = tune._folds(penguins, y, 3, None, 42)
+    ungrouped = tune.folds(penguins, y, 3, None, 42)
     spread = {b for b in set(ids) if len({i for i, (_, va) in enumerate(ungrouped) if b in set(ids[va])}) > 1}
     assert spread
 
@@ -243,9 +262,11 @@ def test_cross_validate_regression_mae(diabetes, monkeypatch):
     df = cross_validate(Ridge(alpha=1.0), diabetes, k=3, metric="mae")
     X, y = dev_set(diabetes)
     check_frame(df, 3, "mae", len(y))
-    for i, (tr, va) in enumerate(seen[0]):
-        m = Ridge(alpha=1.0).fit(X[tr].numpy(), y[tr].numpy())
-        assert df.loc[i, "mae"] == pytest.approx(mean_absolute_error(y[va].numpy(), m.predict(X[va].numpy())), rel=1e-5)
+    from sklearn.pipeline import Pipeline
+    rows = pd.concat([diabetes.rows("train"), diabetes.rows("valid")])[list(diabetes.preprocessor.feature_names_in_)]
+    for i, (tr, va) in enumerate(seen[0]):  # the oracle: a Pipeline refitted on each fold's raw rows
+        m = Pipeline([("prep", clone(diabetes.preprocessor)), ("model", Ridge(alpha=1.0))]).fit(rows.iloc[tr], y[tr].numpy())
+        assert df.loc[i, "mae"] == pytest.approx(mean_absolute_error(y[va].numpy(), m.predict(rows.iloc[va])), rel=1e-5)
     # mae is the default metric for regression
     pd.testing.assert_frame_equal(cross_validate(Ridge(alpha=1.0), diabetes, k=3), df)
 

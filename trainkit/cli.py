@@ -28,7 +28,7 @@ from .datasets import PENGUIN_DROP, from_splits
 from .evaluate import evaluate
 from .learner import Learner
 from .models import MLP
-from .prep import Preprocessor, check_leakage, split
+from .prep import check_leakage, split
 from .registry import Registry
 from .tune import search
 
@@ -141,8 +141,7 @@ def step_split(ctx):
     return {"splits": splits, "leakage": check_leakage(splits, "species", s.groups or None)}
 
 def step_preprocess(ctx):
-    ds = from_splits(ctx["splits"], Preprocessor(target="species", drop=PENGUIN_DROP), name="penguins",
-                     group=ctx["cfg"].split.groups or None)
+    ds = from_splits(ctx["splits"], "species", drop=PENGUIN_DROP, name="penguins", group=ctx["cfg"].split.groups or None)
     ds.preprocessor.save(ctx["out"] / "preprocessor.json")
     return {"datasets": ds}
 

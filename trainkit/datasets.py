@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 
 from .core import DataError
-from .prep import Preprocessor, Splits, profile, split
+from .prep import Preprocessor, Splits, Target, profile, split
 
 # %% auto #0
 __all__ = ['PENGUIN_DROP', 'LOADERS', 'Datasets', 'from_splits', 'load_penguins', 'load_breast_cancer', 'load_diabetes',
@@ -40,6 +40,7 @@ class Datasets:
     preprocessor: Preprocessor | None = field(default=None, repr=False)  # turns raw records into X
     frames: Splits | None = field(default=None, repr=False)  # each split's rows before preprocessing, in tensor order
     group: str | None = None  # the column whose values never span two splits (e.g. a bird's id), if any
+    target: str | None = None  # the rows' target column
 
     @property
     def task(self) -> str: return "regression" if self.classes is None else "classification"
@@ -95,18 +96,25 @@ def _t(X, y):
 
 def from_splits(
     splits: Splits,  # train/valid/test frames
-    preprocessor: Preprocessor,  # unfitted; fitted here on `splits.train` only
+    target: str,  # the label column
+    preprocessor: Preprocessor | None = None,  # unfitted; fitted here on the training split's features only
+    drop: list[str] = (),  # columns that are neither target nor feature (ids, dates)
     name: str = "",
     group: str | None = None,  # the column the split kept together (`split(groups=...)`), if any
+    task: str = "auto",  # "classification", "regression" or "auto" (a float target: regression)
 ) -> Datasets:
-    "Fit `preprocessor` on the training split and return the three splits as tensors, their rows kept."
+    "Fit the preprocessing and the target's encoding on the training split; the three splits as tensors, rows kept."
     if not isinstance(splits, Splits):
         raise DataError(f"from_splits: expected the Splits that prep.split returns, got {type(splits).__name__}.")
-    pre = preprocessor.fit(splits.train)
-    arrays = [_t(pre.transform(s), pre.transform_target(s)) for s in splits]
+    if target not in splits.train.columns:
+        raise DataError(f"from_splits: target column {target!r} is not in the frame; columns are {list(splits.train.columns)}.")
+    features = [c for c in splits.train.columns if c != target and c not in drop]
+    pre = (preprocessor if preprocessor is not None else Preprocessor()).fit(splits.train[features])
+    tgt = Target(task).fit(splits.train[target])
+    arrays = [_t(pre.transform(s[features]), tgt.transform(s[target])) for s in splits]
     return Datasets(*arrays[0], *arrays[1], *arrays[2], feature_names=list(pre.feature_names_out_),
-                    classes=pre.classes_, kind="tabular", name=name, profile=pre.profile_, preprocessor=pre,
-                    frames=splits, group=group)
+                    classes=tgt.classes_, kind="tabular", name=name, profile=pre.profile_, preprocessor=pre,
+                    frames=splits, group=group, target=target)
 
 # %% ../nbs/01e_datasets.ipynb #f6238cc3
 PENGUIN_DROP = ["study", "sample_number", "individual_id", "date_egg"]  # ids and dates: not features
@@ -118,7 +126,7 @@ def load_penguins(seed: int = 42, source=None, groups: bool = True) -> Datasets:
     df, _ = clean(collect(source), CleanSpec.penguins())
     group = "individual_id" if groups else None
     splits = split(df, "species", seed=seed, groups=group)
-    return from_splits(splits, Preprocessor(target="species", drop=PENGUIN_DROP), name="penguins", group=group)
+    return from_splits(splits, "species", drop=PENGUIN_DROP, name="penguins", group=group)
 
 def _sklearn_frame(loader, target="target"):
     bunch = loader(as_frame=True)
@@ -129,14 +137,14 @@ def load_breast_cancer(seed: int = 42) -> Datasets:
     from sklearn.datasets import load_breast_cancer as load
     df, bunch = _sklearn_frame(load, "diagnosis")
     df["diagnosis"] = df["diagnosis"].map(dict(enumerate(bunch.target_names)))
-    return from_splits(split(df, "diagnosis", seed=seed), Preprocessor(target="diagnosis"), name="breast_cancer")
+    return from_splits(split(df, "diagnosis", seed=seed), "diagnosis", name="breast_cancer")
 
 def load_diabetes(seed: int = 42) -> Datasets:
     "Disease progression after one year from ten baseline variables (regression; scikit-learn's copy)."
     from sklearn.datasets import load_diabetes as load
     df, _ = _sklearn_frame(load, "progression")
     df["progression"] = df["progression"].astype("float64")
-    return from_splits(split(df, "progression", seed=seed), Preprocessor(target="progression"), name="diabetes")
+    return from_splits(split(df, "progression", seed=seed), "progression", name="diabetes")
 
 # %% ../nbs/01e_datasets.ipynb #0e3bb05d
 def load_digits(seed: int = 42) -> Datasets:
@@ -146,10 +154,11 @@ def load_digits(seed: int = 42) -> Datasets:
     df["digit"] = df["digit"].astype(str)
     splits = split(df, "digit", seed=seed)
     pixels = [c for c in df.columns if c != "digit"]
-    pre = Preprocessor(target="digit", numeric=pixels, categorical=[], scale=False).fit(splits.train)
-    arrays = [_t(s[pixels].to_numpy(np.float32).reshape(-1, 1, 8, 8) / 16.0, pre.transform_target(s)) for s in splits]
-    return Datasets(*arrays[0], *arrays[1], *arrays[2], feature_names=pixels, classes=pre.classes_, kind="image",
-                    name="digits", profile=pre.profile_, preprocessor=pre, frames=splits)
+    pre = Preprocessor(numeric=pixels, categorical=[], scale=False).fit(splits.train[pixels])  # for its profile
+    tgt = Target().fit(splits.train.digit)
+    arrays = [_t(s[pixels].to_numpy(np.float32).reshape(-1, 1, 8, 8) / 16.0, tgt.transform(s.digit)) for s in splits]
+    return Datasets(*arrays[0], *arrays[1], *arrays[2], feature_names=pixels, classes=tgt.classes_, kind="image",
+                    name="digits", profile=pre.profile_, preprocessor=pre, frames=splits, target="digit")
 
 # %% ../nbs/01e_datasets.ipynb #c5bb6de6
 def load_sunspots(window: int = 24) -> Datasets:

@@ -191,10 +191,10 @@ def latency(
 
 def _targets(bundle: Bundle, records, y) -> np.ndarray:
     if y is None:
-        pre = bundle.preprocessor
-        if pre is None or not isinstance(records, pd.DataFrame) or pre.target not in records.columns:
+        target = bundle.manifest["input"].get("target")
+        if target is None or not isinstance(records, pd.DataFrame) or target not in records.columns:
             raise DataError("compare: pass y= (true labels), or records that hold the target column.")
-        return pre.transform_target(records)
+        y = records[target]
     y = np.asarray(y)
     if bundle.task == "classification" and y.dtype.kind in "OUS":
         idx = pd.Index(bundle.classes).get_indexer(y.astype(str))

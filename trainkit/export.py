@@ -91,7 +91,7 @@ def input_schema(data, pre: Preprocessor | None) -> dict:
     schema = {"kind": data.kind, "shape": list(data.input_shape), "feature_names": list(data.feature_names)}
     if pre is not None:
         prof = pre.profile_
-        schema.update(target=pre.target, drop=list(pre.drop), unknown=pre.unknown, columns=[
+        schema.update(target=data.target, unknown=pre.unknown, columns=[
             *({"name": c, "dtype": "float", "min": prof[c]["min"], "max": prof[c]["max"], "nullable": True}
               for c in pre.numeric_),
             *({"name": c, "dtype": "str", "categories": [v for v in pre.categories_[c] if v != MISSING],
@@ -222,7 +222,7 @@ def model_inputs(pre: Preprocessor | None, shape: list, records) -> np.ndarray:
         if list(X.shape[1:]) != list(shape):
             raise DataError(f"Inputs of shape {X.shape}: this model takes (n, {shape}).")
         return X
-    return pre.transform(records if isinstance(records, pd.DataFrame) else pd.DataFrame(list(records)))
+    return pre.transform(pre.select(records if isinstance(records, pd.DataFrame) else pd.DataFrame(list(records))))
 
 class Bundle:
     "A verified bundle: the model (torch, eval mode), its preprocessor and manifest; predictions on raw records."

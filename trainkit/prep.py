@@ -13,13 +13,15 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from fastcore.basics import patch
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.model_selection import train_test_split
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .core import DataError, atomic_write
 
 # %% auto #0
-__all__ = ['MISSING', 'OTHER', 'Splits', 'row_keys', 'check_leakage', 'split', 'profile', 'Preprocessor']
+__all__ = ['MISSING', 'OTHER', 'Splits', 'row_keys', 'check_leakage', 'split', 'profile', 'Preprocessor', 'Target']
 
 # %% ../nbs/01d_prepare.ipynb #72fa191c
 class Splits(tuple):
@@ -133,150 +135,215 @@ def profile(df: pd.DataFrame, numeric: list[str], categorical: list[str], bins: 
 
 # %% ../nbs/01d_prepare.ipynb #16961106
 MISSING, OTHER = "<missing>", "<other>"  # the category of a missing value; of a value unseen in training
-_FITTED = ("numeric_", "categorical_", "medians_", "means_", "scales_", "categories_", "feature_names_out_", "classes_", "profile_")
+_FITTED = ("n_features_in_", "numeric_", "categorical_", "medians_", "means_", "scales_", "categories_",
+           "feature_names_out_", "profile_")
 
 class Preprocessor(TransformerMixin, BaseEstimator):
-    "Impute, scale and one-hot encode a frame, fitted on the training split only (scikit-learn conventions)."
+    "Impute, scale and one-hot encode features, fitted on the training rows only: a scikit-learn transformer."
 
     def __init__(
         self,
-        target: str | None = None,  # label column (encoded by `transform_target`, never a feature)
         numeric: list[str] | None = None,  # numeric features; None: every numeric column
         categorical: list[str] | None = None,  # categorical features; None: every text/category/bool column
-        drop: list[str] = (),  # columns that are not features (ids, dates, free text)
+        drop: list[str] = (),  # columns of X that are not features (ids, dates, free text)
         scale: bool = True,  # standardise numeric features
         unknown: str = "error",  # unseen category at transform: "error" or "other"
-        task: str = "auto",  # "classification", "regression" or "auto" (from the target's dtype)
     ):
-        self.target, self.numeric, self.categorical, self.drop = target, numeric, categorical, drop
-        self.scale, self.unknown, self.task = scale, unknown, task
+        self.numeric, self.categorical, self.drop, self.scale, self.unknown = numeric, categorical, drop, scale, unknown
 
-    def _features(self, df):
-        skip = set(self.drop) | ({self.target} if self.target else set())
-        num = list(self.numeric) if self.numeric is not None else [
-            c for c in df.columns if c not in skip and pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c])]
-        cat = list(self.categorical) if self.categorical is not None else [
-            c for c in df.columns if c not in skip and c not in num and not pd.api.types.is_datetime64_any_dtype(df[c])]
-        return num, cat
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True  # a missing number is imputed with the training median
+        tags.input_tags.string = tags.input_tags.categorical = True  # text columns are one-hot encoded
+        tags.transformer_tags.preserves_dtype = []  # the output is float32, what PyTorch trains on, whatever comes in
+        return tags
 
-    def _check_columns(self, df, where):
-        if not isinstance(df, pd.DataFrame):
-            raise DataError(f"Preprocessor.{where}: expected a pandas DataFrame, got {type(df).__name__}.")
-        if len(df) == 0:
-            raise DataError(f"Preprocessor.{where}: the frame has no rows.")
-        cols = self.numeric_ + self.categorical_
-        missing = [c for c in cols if c not in df.columns]
-        allowed = set(cols) | set(self.drop) | ({self.target} if self.target else set())
-        extra = [c for c in df.columns if c not in allowed]
-        if missing or extra:
-            raise DataError(f"Preprocessor.{where}: missing columns {missing}, unexpected columns {extra}. "
-                            "Pass the same columns as at fit, or list extras in `drop=`.")
-        for c in self.numeric_:
-            if not (pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c])):
-                bad = df[c][pd.to_numeric(df[c], errors="coerce").isna() & df[c].notna()]
-                raise DataError(f"Preprocessor.{where}: numeric column {c!r} has dtype {df[c].dtype}"
-                                + (f"; e.g. row {bad.index[0]} holds {bad.iloc[0]!r}" if len(bad) else "") + ". Clean it first.")
-
-    def fit(self, X: pd.DataFrame, y=None) -> "Preprocessor":
-        "Learn medians, means, scales, categories and the target's classes from the training frame `X`."
+    # The interface scikit-learn calls; the steps behind it (`_frame`, `_fit`, `_encode`) follow in the next cells.
+    def fit(self, X, y=None) -> "Preprocessor":
+        "Learn medians, means, scales and categories from the training rows `X` (y is ignored: a transformer's signature)."
         if self.unknown not in ("error", "other"):
             raise DataError(f"unknown={self.unknown!r}: use 'error' or 'other'.")
-        if not isinstance(X, pd.DataFrame) or len(X) == 0:
-            raise DataError("Preprocessor.fit: need a non-empty pandas DataFrame.")
-        if self.target is not None and self.target not in X.columns:
-            raise DataError(f"Preprocessor.fit: target column {self.target!r} not in {list(X.columns)}.")
-        self.numeric_, self.categorical_ = self._features(X)
-        if dt := [c for c in self.categorical_ if pd.api.types.is_datetime64_any_dtype(X[c])]:
-            raise DataError(f"Preprocessor.fit: date columns {dt} cannot be features as they are; list them in `drop=`.")
-        self._check_columns(X, "fit")
-        if empty := [c for c in self.numeric_ + self.categorical_ if X[c].isna().all()]:
-            raise DataError(f"Preprocessor.fit: columns {empty} are entirely missing in the training split; drop them.")
-        num = X[self.numeric_].astype(float)
-        self.medians_ = num.median().to_dict()
-        self.means_ = num.fillna(num.median()).mean().to_dict() if self.scale else {c: 0.0 for c in self.numeric_}
-        std = num.fillna(num.median()).std(ddof=0) if self.scale else pd.Series(1.0, index=self.numeric_)
-        self.scales_ = {c: float(v) if v > 0 else 1.0 for c, v in std.items()}
-        self.categories_ = {c: sorted(str(v) for v in X[c].astype(object).where(X[c].notna(), MISSING).astype(str).unique())
-                            for c in self.categorical_}
-        self.feature_names_out_ = self.numeric_ + [f"{c}={v}" for c in self.categorical_ for v in self.categories_[c]
-                                                   + ([OTHER] if self.unknown == "other" else [])]
-        self.classes_ = None
-        if self.target is not None:
-            t = X[self.target]
-            if t.isna().any():
-                raise DataError(f"Preprocessor.fit: target {self.target!r} has missing values; clean first.")
-            self.task_ = self.task if self.task != "auto" else ("regression" if pd.api.types.is_float_dtype(t) else "classification")
-            if self.task_ == "classification":
-                self.classes_ = sorted(str(c) for c in t.astype(str).unique())  # plain str: JSON-safe
-                if len(self.classes_) < 2:
-                    raise DataError(f"Preprocessor.fit: target {self.target!r} has a single class {self.classes_[0]!r}.")
-        self.profile_ = profile(X, self.numeric_, self.categorical_)
-        return self
+        return self._fit(self._frame(X, reset=True))
+
+    def transform(self, X) -> np.ndarray:
+        "Impute, scale and encode `X` with the fitted statistics; a float32 matrix, one column per feature name."
+        check_is_fitted(self, "feature_names_out_")
+        return self._encode(self._frame(X, reset=False))
 
     def get_feature_names_out(self, input_features=None) -> np.ndarray:
+        "The output columns' names: each numeric feature, then `column=category` for each one-hot column."
+        check_is_fitted(self, "feature_names_out_")
         return np.array(self.feature_names_out_, dtype=object)
 
-    def transform(self, X: pd.DataFrame) -> np.ndarray:
-        "Impute, scale and encode `X` with the fitted statistics; float32 matrix, one column per feature name."
-        if not hasattr(self, "feature_names_out_"):
-            raise DataError("This Preprocessor is not fitted yet; call fit(train) first.")
-        self._check_columns(X, "transform")
-        parts = [((X[self.numeric_].astype(float).fillna(self.medians_) - pd.Series(self.means_)) / pd.Series(self.scales_)).to_numpy()]
-        for c in self.categorical_:
-            cats = self.categories_[c]
-            v = X[c].astype(object).where(X[c].notna(), MISSING).astype(str)
-            unseen = ~v.isin(cats)
-            if unseen.any() and self.unknown == "error":
-                raise DataError(f"Column {c!r}: value(s) {sorted(set(v[unseen]))[:5]} in rows {list(X.index[unseen][:5])} "
-                                f"were not seen in training (known: {cats}). Refit, or use unknown='other'.")
-            onehot = (v.to_numpy()[:, None] == np.array(cats)[None, :]).astype(float)
-            parts.append(np.hstack([onehot, unseen.to_numpy()[:, None].astype(float)]) if self.unknown == "other" else onehot)
-        return np.hstack(parts).astype(np.float32)
+# %% ../nbs/01d_prepare.ipynb #61a2f3fe
+@patch
+def _frame(self: Preprocessor, X, reset: bool) -> pd.DataFrame:
+    "X as a DataFrame (a frame is kept as it is; an array's columns become x0, x1, ...), checked as scikit-learn would."
+    if hasattr(X, "toarray") or hasattr(X, "tocsr"):
+        raise DataError("Preprocessor: sparse input is not supported; pass a DataFrame or a dense array.")
+    if not isinstance(X, pd.DataFrame):
+        X = np.asarray(X)
+        if X.ndim != 2:
+            raise DataError(f"Preprocessor: expected a 2D array (rows x features), got shape {X.shape}. "
+                            "Reshape your data with X.reshape(-1, 1) if it is a single feature.")
+        if np.iscomplexobj(X):
+            raise DataError("Preprocessor: Complex data not supported; pass real numbers.")
+    validate_data(self, X, reset=reset, skip_check_array=True)  # n_features_in_ and feature_names_in_
+    if X.shape[0] == 0 or X.shape[1] == 0:
+        raise DataError(f"Preprocessor: found an input with {X.shape[0]} sample(s) and {X.shape[1]} feature(s) "
+                        f"(shape={X.shape}) while a minimum of 1 is required.")
+    if isinstance(X, pd.DataFrame):
+        return X
+    return pd.DataFrame(X, columns=[f"x{i}" for i in range(X.shape[1])]).infer_objects()
 
-    def transform_target(self, X: pd.DataFrame) -> np.ndarray:
+@patch
+def _features(self: Preprocessor, df: pd.DataFrame) -> tuple[list[str], list[str]]:
+    "(numeric, categorical) feature columns: as given, else numeric dtypes and the rest, minus `drop`."
+    skip = set(self.drop)
+    num = list(self.numeric) if self.numeric is not None else [
+        c for c in df.columns if c not in skip and pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c])]
+    cat = list(self.categorical) if self.categorical is not None else [
+        c for c in df.columns if c not in skip and c not in num]  # a date lands here, and `_fit` asks for it in `drop`
+    return num, cat
+
+# %% ../nbs/01d_prepare.ipynb #3f4af15b
+@patch
+def _check_values(self: Preprocessor, df: pd.DataFrame, where: str):
+    "Refuse what cleaning should have fixed: a missing feature column, text or infinity in a numeric column."
+    if missing := [c for c in self.numeric_ + self.categorical_ if c not in df.columns]:
+        raise DataError(f"Preprocessor.{where}: missing columns {missing}; the features are {self.numeric_ + self.categorical_}.")
+    for c in self.numeric_:
+        if not (pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c])):
+            bad = df[c][pd.to_numeric(df[c], errors="coerce").isna() & df[c].notna()]
+            raise DataError(f"Preprocessor.{where}: numeric column {c!r} has dtype {df[c].dtype}"
+                            + (f"; e.g. row {bad.index[0]} holds {bad.iloc[0]!r}" if len(bad) else "") + ". Clean it first.")
+        if np.isinf(df[c].to_numpy(dtype=float)).any():
+            raise DataError(f"Preprocessor.{where}: numeric column {c!r} holds infinity in rows "
+                            f"{list(df.index[np.isinf(df[c].to_numpy(dtype=float))][:5])}; clean it first.")
+
+# %% ../nbs/01d_prepare.ipynb #95f11c26
+@patch
+def _fit(self: Preprocessor, X: pd.DataFrame) -> Preprocessor:
+    "The statistics of the training rows: which columns are numeric or categorical, medians, means, scales, categories."
+    self.numeric_, self.categorical_ = self._features(X)
+    if dt := [c for c in self.categorical_ if pd.api.types.is_datetime64_any_dtype(X[c])]:
+        raise DataError(f"Preprocessor.fit: date columns {dt} cannot be features as they are; list them in `drop=`.")
+    self._check_values(X, "fit")
+    if empty := [c for c in self.numeric_ + self.categorical_ if X[c].isna().all()]:
+        raise DataError(f"Preprocessor.fit: columns {empty} are entirely missing in the training rows; drop them.")
+    num = X[self.numeric_].astype(float)
+    self.medians_ = num.median().to_dict()
+    filled = num.fillna(num.median())
+    self.means_ = filled.mean().to_dict() if self.scale else {c: 0.0 for c in self.numeric_}
+    std = filled.std(ddof=0) if self.scale else pd.Series(1.0, index=self.numeric_)
+    self.scales_ = {c: float(v) if v > 0 else 1.0 for c, v in std.items()}
+    self.categories_ = {c: sorted(X[c].astype(object).where(X[c].notna(), MISSING).astype(str).unique().tolist())
+                        for c in self.categorical_}
+    self.feature_names_out_ = self.numeric_ + [f"{c}={v}" for c in self.categorical_ for v in self.categories_[c]
+                                               + ([OTHER] if self.unknown == "other" else [])]
+    self.profile_ = profile(X, self.numeric_, self.categorical_)
+    return self
+
+@patch
+def _encode(self: Preprocessor, X: pd.DataFrame) -> np.ndarray:
+    "Numbers imputed and scaled, then each category one-hot: the model's float32 input."
+    self._check_values(X, "transform")
+    parts = [((X[self.numeric_].astype(float).fillna(self.medians_) - pd.Series(self.means_)) / pd.Series(self.scales_)).to_numpy()]
+    for c in self.categorical_:
+        cats = self.categories_[c]
+        v = X[c].astype(object).where(X[c].notna(), MISSING).astype(str)
+        unseen = ~v.isin(cats)
+        if unseen.any() and self.unknown == "error":
+            raise DataError(f"Column {c!r}: value(s) {sorted(set(v[unseen]))[:5]} in rows {list(X.index[unseen][:5])} "
+                            f"were not seen in training (known: {cats}). Refit, or use unknown='other'.")
+        onehot = (v.to_numpy()[:, None] == np.array(cats)[None, :]).astype(float)
+        parts.append(np.hstack([onehot, unseen.to_numpy()[:, None].astype(float)]) if self.unknown == "other" else onehot)
+    return np.hstack(parts).astype(np.float32)
+
+# %% ../nbs/01d_prepare.ipynb #e8cf57d1
+@patch
+def select(self: Preprocessor, df: pd.DataFrame) -> pd.DataFrame:
+    "From rows that may hold more columns (ids, the target), the columns `transform` takes, in its order."
+    check_is_fitted(self, "feature_names_out_")
+    if missing := [c for c in self.numeric_ + self.categorical_ if c not in df.columns]:
+        raise DataError(f"Records lack the feature(s) {missing}; this model takes {self.numeric_ + self.categorical_}.")
+    names = list(getattr(self, "feature_names_in_", self.numeric_ + self.categorical_))
+    return df.reindex(columns=names)  # a column of `drop` the records lack is not read: it may stay empty
+
+# %% ../nbs/01d_prepare.ipynb #527491d2
+@patch
+def to_dict(self: Preprocessor) -> dict:
+    "Parameters and fitted statistics as plain JSON types."
+    fitted = {k: getattr(self, k) for k in _FITTED}
+    if hasattr(self, "feature_names_in_"):
+        fitted["feature_names_in_"] = [str(c) for c in self.feature_names_in_]
+    return {"params": {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.get_params().items()},
+            "fitted": fitted}
+
+@patch(cls_method=True)
+def from_dict(cls: Preprocessor, d: dict) -> Preprocessor:
+    "A fitted Preprocessor from `to_dict`'s output (JSON types only: nothing runs)."
+    try:
+        p = cls(**{k: v for k, v in d["params"].items() if k not in ("target", "task")})  # older files had both
+        fitted = d["fitted"]
+        for k in _FITTED:
+            setattr(p, k, fitted[k] if k != "n_features_in_" or k in fitted else len(fitted["numeric_"]) + len(fitted["categorical_"]))
+        if "feature_names_in_" in fitted:
+            p.feature_names_in_ = np.array(fitted["feature_names_in_"], dtype=object)
+        elif "n_features_in_" not in fitted:
+            p.feature_names_in_ = np.array(fitted["numeric_"] + fitted["categorical_"], dtype=object)
+    except (KeyError, TypeError, AttributeError) as e:
+        raise DataError(f"Not a saved Preprocessor: {e}") from e
+    return p
+
+@patch
+def save(self: Preprocessor, path: str | Path) -> Path:
+    "Write the fitted preprocessor as JSON (atomically)."
+    with atomic_write(path) as f:
+        json.dump(self.to_dict(), f, indent=1)
+    return Path(path)
+
+@patch(cls_method=True)
+def load(cls: Preprocessor, path: str | Path) -> Preprocessor:
+    "Read a preprocessor saved with `save` (JSON; no code runs)."
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"Preprocessor file {str(path)!r} does not exist.")
+    try:
+        return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path.name} is not valid JSON (line {e.lineno}): is it a saved Preprocessor?") from e
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path.name} is not valid JSON (it is binary, not UTF-8 text): is it a saved Preprocessor?") from e
+
+# %% ../nbs/01d_prepare.ipynb #118b289a
+class Target(BaseEstimator):
+    "A target's encoding, fitted on the training labels: class names to indices (sorted), or values to float32."
+
+    def __init__(self, task: str = "auto"):  # "classification", "regression" or "auto" (floats: regression)
+        self.task = task
+
+    def fit(self, y) -> "Target":
+        "Learn the task and, for classification, the sorted class names."
+        y = pd.Series(y)
+        if self.task not in ("auto", "classification", "regression"):
+            raise DataError(f"task={self.task!r}: use 'auto', 'classification' or 'regression'.")
+        if y.isna().any() or len(y) == 0:
+            raise DataError(f"Target {y.name or ''!s}: {'empty' if len(y) == 0 else 'has missing values'}; clean first.")
+        self.task_ = self.task if self.task != "auto" else ("regression" if pd.api.types.is_float_dtype(y) else "classification")
+        self.classes_ = sorted({str(c) for c in y}) if self.task_ == "classification" else None  # plain str: JSON-safe
+        if self.classes_ is not None and len(self.classes_) < 2:
+            raise DataError(f"Target {y.name or ''!s}: a single class {self.classes_[0]!r}; nothing to learn.")
+        return self
+
+    def transform(self, y) -> np.ndarray:
         "Class indices (int64) for classification, float32 values for regression."
-        if self.target is None or self.target not in X.columns:
-            raise DataError(f"transform_target: target column {self.target!r} not in the frame.")
-        t = X[self.target]
+        check_is_fitted(self, "task_")
+        y = pd.Series(y)
         if self.classes_ is None:
-            return t.to_numpy(dtype=np.float32)
-        idx = pd.Index(self.classes_).get_indexer(t.astype(str))
+            return y.to_numpy(dtype=np.float32)
+        idx = pd.Index(self.classes_).get_indexer(y.astype(str))
         if (idx < 0).any():
-            raise DataError(f"Target {self.target!r}: classes {sorted(set(t[idx < 0].astype(str)))} not seen in training {self.classes_}.")
+            raise DataError(f"Target {y.name or ''!s}: classes {sorted(set(y[idx < 0].astype(str)))} in rows "
+                            f"{list(y.index[idx < 0][:5])} were not seen in training {self.classes_}.")
         return idx.astype(np.int64)
-
-    def to_dict(self) -> dict:
-        "Parameters and fitted statistics as plain JSON types."
-        d = {"params": {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.get_params().items()},
-             "fitted": {k: getattr(self, k) for k in _FITTED}}
-        d["fitted"]["task_"] = getattr(self, "task_", None)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "Preprocessor":
-        try:
-            p = cls(**d["params"])
-            for k in _FITTED + ("task_",):
-                setattr(p, k, d["fitted"][k])
-        except (KeyError, TypeError) as e:
-            raise DataError(f"Not a saved Preprocessor: {e}") from e
-        return p
-
-    def save(self, path: str | Path) -> Path:
-        "Write the fitted preprocessor as JSON (atomically)."
-        with atomic_write(path) as f:
-            json.dump(self.to_dict(), f, indent=1)
-        return Path(path)
-
-    @classmethod
-    def load(cls, path: str | Path) -> "Preprocessor":
-        "Read a preprocessor saved with `save` (JSON; no code runs)."
-        path = Path(path)
-        if not path.is_file():
-            raise DataError(f"Preprocessor file {str(path)!r} does not exist.")
-        try:
-            return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path.name} is not valid JSON (line {e.lineno}): is it a saved Preprocessor?") from e
-        except UnicodeDecodeError as e:
-            raise DataError(f"{path.name} is not valid JSON (it is binary, not UTF-8 text): is it a saved Preprocessor?") from e

@@ -26,14 +26,25 @@ from .learner import Callback, Learner
 from .models import TRAINING_METRICS, SklearnModel, check_metric, goal
 
 # %% auto #0
-__all__ = ['cross_validate', 'check_space', 'suggest', 'OptunaPruning', 'default_sampler', 'make_pruner', 'search', 'plot_search',
-           'L1Penalty', 'lr_find']
+__all__ = ['folds', 'cross_validate', 'check_space', 'suggest', 'OptunaPruning', 'default_sampler', 'make_pruner', 'search',
+           'plot_search', 'L1Penalty', 'lr_find']
 
 # %% ../nbs/04_tuning.ipynb #5b951a85
 def _dev_set(data: Datasets):
     return torch.cat([data.X_train, data.X_valid]), torch.cat([data.y_train, data.y_valid])
 
-def _folds(data: Datasets, y: torch.Tensor, k: int, groups, seed: int):
+def _fold(data: Datasets, X, y, tr, va) -> Datasets:
+    "One fold's Datasets: the preprocessing refitted on the fold's training rows when `data` keeps its rows."
+    empty = (X[:0], y[:0])
+    if data.frames is None or data.kind != "tabular":  # tensors only, or nothing fitted: fold the tensors
+        return Datasets(X[tr], y[tr], X[va], y[va], *empty, data.feature_names, data.classes, kind=data.kind)
+    rows = pd.concat([data.rows("train"), data.rows("valid")])[list(data.preprocessor.feature_names_in_)]
+    pre = clone(data.preprocessor).fit(rows.iloc[tr])  # statistics of this fold's training rows only
+    t = lambda idx: torch.as_tensor(pre.transform(rows.iloc[idx]), dtype=torch.float32)
+    return Datasets(t(tr), y[tr], t(va), y[va], *empty, list(pre.feature_names_out_), data.classes, kind=data.kind)
+
+def folds(data: Datasets, y: torch.Tensor, k: int = 5, groups=None, seed: int = 42) -> list[tuple[np.ndarray, np.ndarray]]:
+    "The (training, held-out) row indices of each of `k` folds of the rows `y`: stratified, grouped if asked, seeded."
     n = len(y)
     if not isinstance(k, int) or k < 2:
         raise DataError(f"k={k!r}: cross-validation needs at least 2 folds.")
@@ -67,8 +78,8 @@ def cross_validate(
                           among=TRAINING_METRICS[data.task])
     X, y = _dev_set(data)
     rows = []
-    for i, (tr, va) in enumerate(_folds(data, y, k, groups, seed)):
-        fold = Datasets(X[tr], y[tr], X[va], y[va], X[:0], y[:0], data.feature_names, data.classes, kind=data.kind)
+    for i, (tr, va) in enumerate(folds(data, y, k, groups, seed)):
+        fold = _fold(data, X, y, tr, va)
         if hasattr(model, "fit") and hasattr(model, "get_params"):  # a scikit-learn estimator
             res = SklearnModel(clone(model)).fit(fold).validate("valid")
         else:
