@@ -1,7 +1,10 @@
-# The trainkit REST service (`trainkit serve`) with a model registry, as a slim CPU image.
+# The trainkit REST service (`trainkit serve`) with a model registry, as a slim CPU image without PyTorch:
+# ONNX Runtime answers, and bundles are loaded without building their torch model.
 #
-# UNTESTED: no Docker engine was available where this file was written; tests/test_deploy_files.py
-# checks its structure, the serve wrapper and the HEALTHCHECK command, not a real build.
+# Built, run and served by tests/test_container.py (docker build, a registry mounted, /ping, /invocations and
+# /predict against the notebook's predictions, a promotion on the host picked up by the container). With no image
+# registry at hand, tools/build-base-image.sh makes the base image from Debian's packages:
+#     bash tools/build-base-image.sh && docker build --network host --build-arg PYTHON_IMAGE=trainkit-base:bookworm .
 #
 # 1. Put a model registry (versions/, records/, CURRENT) in the build context, by default at ./registry
 #    (.dockerignore must not exclude it): `trainkit run --registry registry`, or copy there the registry
@@ -22,25 +25,30 @@
 
 ARG PYTHON_IMAGE=python:3.12-slim
 
-# ---- builder: a virtual environment with CPU-only torch and trainkit[serve] ----
+# ---- builder: a virtual environment with what the service imports, and no PyTorch ----
 FROM ${PYTHON_IMAGE} AS builder
-# Keep TORCH_SPEC in step with TORCH in the Makefile (the version the tests run against).
-ARG TORCH_SPEC="torch==2.13.0"
-ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+# pip trusts the system's certificates (a base image with a proxy's CA added: tools/build-base-image.sh)
 ENV PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1
-RUN python -m venv /opt/venv
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_CERT=/etc/ssl/certs/ca-certificates.crt
+RUN python3 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
-# torch first, from the CPU index, so that installing the project does not pull a multi-GB CUDA build.
-# hadolint ignore=DL3013
-RUN pip install --index-url "${TORCH_INDEX_URL}" "${TORCH_SPEC}"
 WORKDIR /src
+COPY deploy/requirements-serve.txt ./
+# hadolint ignore=DL3013
+RUN pip install -r requirements-serve.txt
 COPY pyproject.toml setup.py README.md LICENSE ./
 COPY trainkit ./trainkit
-# The project itself; its dependencies are bounded in pyproject.toml.
+# The project without its declared dependencies (they include PyTorch, for training); then prove the service
+# imports here, where `import torch` cannot succeed.
 # hadolint ignore=DL3013
-RUN pip install ".[serve]" \
- && pip check
+RUN pip install --no-deps . \
+ && python -c "import sys, trainkit.cli, trainkit.serve; assert 'torch' not in sys.modules" \
+ && ! python -c "import torch" 2>/dev/null
+# What a running service never reads: the packages' own test suites (110 MB of 510) and pip itself.
+RUN find /opt/venv -depth -type d -name tests -exec rm -rf {} + \
+ && python -m pip uninstall -q -y pip setuptools \
+ && python -c "import trainkit.serve, sklearn.base, scipy.stats, pandas, onnxruntime"
 
 # ---- runtime: the service, a non-root user, no registry (mount one at /models) ----
 FROM ${PYTHON_IMAGE} AS runtime

@@ -628,3 +628,42 @@ def test_bundle_mode_serves_a_fixed_version(reg, rows, tmp_path):
         assert c.post("/predict", json=rows[0]).json()["version"] == "v1"
         assert load_bundle(copy).classes == c.get("/model").json()["classes"]
     assert Registry(reg.root).current() == "v1"
+
+
+NO_TORCH = """
+import sys, importlib.abc
+class NoTorch(importlib.abc.MetaPathFinder):  # a Python with no PyTorch installed, as in the serving container
+    def find_spec(self, name, path, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ImportError(f"No module named {name!r} (blocked)")
+sys.meta_path.insert(0, NoTorch())
+"""
+
+
+def test_the_service_runs_without_pytorch(penguin_bundle, tmp_path):
+    "A registry served, a record predicted, a new version followed: with `import torch` made impossible."
+    import subprocess
+    import sys
+    reg = Registry(tmp_path / "registry")
+    reg.promote(reg.add(penguin_bundle.path))
+    record = json.dumps(_first_record(penguin_bundle))
+    code = NO_TORCH + f"""
+import json
+from fastapi.testclient import TestClient
+from trainkit.serve import create_app
+with TestClient(create_app(registry={str(reg.root)!r}, poll=0.05)) as c:
+    r = c.post("/predict", json=json.loads({record!r}))
+    print(r.status_code, r.json()["version"], r.json()["prediction"])
+    print(c.get("/model").status_code, "torch" in sys.modules)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    first, second = out.stdout.split("\n")[:2]
+    assert first.startswith("200 v1 ") and second == "200 False", out.stdout
+
+
+def _first_record(bundle) -> dict:
+    cols = [c["name"] for c in bundle.manifest["input"]["columns"]]
+    return {c: None for c in cols} | {"island": "Biscoe", "clutch_completion": "Yes", "sex": "female",
+                                      "culmen_length_mm": 45.1, "culmen_depth_mm": 14.5, "flipper_length_mm": 215.0,
+                                      "body_mass_g": 5000.0}

@@ -11,6 +11,8 @@ export TRAINKIT_DATA="${TRAINKIT_DATA:-$(mktemp -d)/data}"
 export TRAINKIT_ARTIFACTS="${TRAINKIT_ARTIFACTS:-$(mktemp -d)/artifacts}"
 # In CI the browser tests must run, not skip (tools/install-browser.sh installs Chromium and Playwright).
 [ "${CI:-}" = true ] && export TRAINKIT_BROWSER_REQUIRED=1
+# ...and so must the container test (tools/install-services.sh installs Docker and starts its engine).
+[ "${CI:-}" = true ] && export TRAINKIT_CONTAINER_REQUIRED=1
 
 echo "== 1/3 nbdev-export and nbdev-clean leave no diff"
 state() { git status --porcelain --untracked-files=all -- nbs trainkit; git diff -- nbs trainkit | sha1sum; }

@@ -17,20 +17,7 @@ from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 
-import pandas as pd
-import torch
-from tqdm.auto import tqdm
-
-from .clean import CleanSpec, clean, validate
 from .core import DataError, artifacts_dir, atomic_write, environment, fast_mode, seed_everything
-from .data import collect
-from .datasets import PENGUIN_DROP, from_splits
-from .evaluate import evaluate
-from .learner import Learner
-from .models import MLP
-from .prep import check_leakage, split
-from .registry import Registry
-from .tune import search
 
 try:
     import tomllib
@@ -125,28 +112,36 @@ class Config:
                            for name, section in asdict(self).items()) + "\n"
 
 # %% ../nbs/12_pipeline.ipynb #2a96f1a2
+# Each step imports what it uses: `trainkit serve` and `trainkit env` then start without PyTorch or pandas.
 def step_collect(ctx):
+    from trainkit.data import collect
     return {"raw": collect(ctx["cfg"].data.source, ctx["cfg"].data.table)}  # "" or "default": the course database
 
 def step_clean(ctx):
+    from trainkit.clean import CleanSpec, clean
     df, report = clean(ctx["raw"], CleanSpec.penguins())
     return {"clean": df, "cleaning": report}
 
 def step_validate(ctx):
+    from trainkit.clean import validate
     return {"clean": validate(ctx["clean"])}
 
 def step_split(ctx):
+    from trainkit.prep import check_leakage, split
     s = ctx["cfg"].split
     splits = split(ctx["clean"], "species", tuple(s.fractions), seed=s.seed, groups=s.groups or None)
     return {"splits": splits, "leakage": check_leakage(splits, "species", s.groups or None)}
 
 def step_preprocess(ctx):
+    from trainkit.datasets import PENGUIN_DROP, from_splits
     ds = from_splits(ctx["splits"], "species", drop=PENGUIN_DROP, name="penguins", group=ctx["cfg"].split.groups or None)
     ds.preprocessor.save(ctx["out"] / "preprocessor.json")
     return {"datasets": ds}
 
 def step_tune(ctx):
     "A small Optuna search over the learning rate and width; the winner replaces [train] lr and hidden."
+    from trainkit.models import MLP
+    from trainkit.tune import search
     t = ctx["cfg"].tune
     trials = min(t.trials, 3) if fast_mode() else t.trials
     if trials <= 0:
@@ -160,6 +155,9 @@ def step_tune(ctx):
 
 def step_train(ctx):
     "Train the MLP: [train] settings, with the learning rate and width the tuning step chose (if it ran)."
+    import torch
+    from trainkit.learner import Learner
+    from trainkit.models import MLP
     t, ds = ctx["cfg"].train, ctx["datasets"]
     if t.epochs < 1 or t.lr <= 0 or t.batch_size < 1 or any(h < 1 for h in t.hidden):
         raise DataError(f"[train] needs epochs >= 1, lr > 0, batch_size >= 1 and hidden widths >= 1; got {t}.")
@@ -174,12 +172,14 @@ def step_train(ctx):
 
 def step_evaluate(ctx):
     "Score the trained model on the test split, once, with the islands as slices; write the report and plots."
+    from trainkit.evaluate import evaluate
     report = evaluate(ctx["learner"], ctx["datasets"], split="test", group="island")
     report.save(ctx["out"] / "evaluation")
     return {"report": report}
 
 def step_deploy(ctx):
     "Export the model as a verified bundle into the registry and (by default) promote it."
+    from trainkit.registry import Registry
     o = ctx["cfg"].output
     registry = Registry(o.registry or artifacts_dir() / "registry")
     previous = registry.current()  # a damaged CURRENT raises here, as `add` would, saying how to repair it
@@ -195,6 +195,7 @@ STEPS = [("collect", step_collect), ("clean", step_clean), ("validate", step_val
 # %% ../nbs/12_pipeline.ipynb #e4b4fecb
 def describe(ctx) -> str:
     "A readable summary of a run."
+    import pandas as pd
     ds, rep, dep = ctx["datasets"], ctx["cleaning"], ctx["deployed"]
     rules = ", ".join(f"{r.rule} {r.count}" for r in rep.summary().itertuples())
     shares = pd.DataFrame({n: s["species"].value_counts(normalize=True) for n, s in zip(("train", "valid", "test"), ctx["splits"])})
@@ -228,6 +229,7 @@ def describe(ctx) -> str:
 # %% ../nbs/12_pipeline.ipynb #4a314d9b
 def run(cfg: Config, progress: bool = True) -> dict:
     "Run every step with `cfg`; return the context (what each step produced)."
+    from tqdm.auto import tqdm
     seed_everything(cfg.split.seed)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     out = Path(cfg.output.dir) if cfg.output.dir else artifacts_dir() / "runs" / stamp

@@ -20,7 +20,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-import torch
 from platformdirs import user_data_dir
 
 from . import __version__
@@ -72,6 +71,7 @@ def seed_everything(
     deterministic: bool = False,  # also ask PyTorch for deterministic kernels (slower)
 ) -> torch.Generator:
     "Seed every random number generator the course uses; return a `torch.Generator` seeded with `seed`."
+    import torch  # here, not at the top: a service that answers with ONNX Runtime never imports PyTorch (Step 6f)
     if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or not 0 <= seed < 2**32:
         raise DataError(f"seed must be an integer in [0, 2**32), got {seed!r}.")
     seed = int(seed)
@@ -86,6 +86,7 @@ def seed_everything(
 
 # %% ../nbs/00_core.ipynb #83adeb50
 def _available(kind: str) -> bool:
+    import torch
     if kind == "cuda": return torch.cuda.is_available()
     if kind == "mps": return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
     return kind == "cpu"
@@ -94,6 +95,7 @@ def get_device(
     device: str | torch.device | None = None,  # "cpu", "cuda", "cuda:1", "mps"; None: `TRAINKIT_DEVICE`, else the best available
 ) -> torch.device:
     "The device to train on: the argument, else `TRAINKIT_DEVICE`, else cuda > mps > cpu."
+    import torch
     choice = device if device is not None else os.environ.get("TRAINKIT_DEVICE") or None
     if choice is None:
         return torch.device(next(k for k in ("cuda", "mps", "cpu") if _available(k)))
@@ -158,7 +160,7 @@ def jsonable(x):
     "`x` as plain JSON values: numpy scalars and one-number tensors as Python numbers, nan and inf as None."
     if isinstance(x, dict): return {str(k): jsonable(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)): return [jsonable(v) for v in x]
-    if isinstance(x, (np.generic, torch.Tensor)): x = x.item()
+    if isinstance(x, np.generic) or type(x).__module__ == "torch": x = x.item()  # a tensor, without importing torch
     return None if isinstance(x, float) and not math.isfinite(x) else x
 
 # %% ../nbs/00_core.ipynb #55f60652
@@ -172,6 +174,7 @@ def staged_folder(
         raise DataError(f"{dest} already exists; it is never overwritten: choose a new name.")
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp"))
+    os.chmod(tmp, 0o755)  # mkdtemp makes 0700: readable by its owner alone, not by a service that runs as another user
     try:
         yield tmp
         for p in tmp.rglob("*"):
@@ -251,6 +254,7 @@ def read_sealed(
 # %% ../nbs/00_core.ipynb #0987922e
 def environment() -> dict:
     "Versions, device and thread count: what a bug report or a benchmark table needs."
+    import torch
     dev = get_device()
     return {
         "trainkit": __version__, "python": sys.version.split()[0], "torch": torch.__version__,

@@ -23,14 +23,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
-from torch import nn
 
 from . import __version__
 from .core import DataError, check_type, jsonable, pick, put_file, read_sealed, seal, staged_folder
-from .datasets import Datasets, load_datasets
-from .learner import Learner
-from .models import CNN, MLP, LinearModel
 from .prep import MISSING, Preprocessor
 
 # %% auto #0
@@ -46,24 +41,34 @@ def penguin_learner(
     data: Datasets | None = None,  # default: load_datasets("penguins")
 ) -> Learner:
     "The course's penguin MLP, trained: the model the Step 6 chapters export, register, quantize, monitor and serve."
+    import torch
+    from trainkit.datasets import load_datasets
+    from trainkit.learner import Learner
+    from trainkit.models import MLP
     data = data if data is not None else load_datasets("penguins")
     torch.manual_seed(seed)
     return Learner(MLP(data.X_train.shape[1], data.n_classes, hidden), data).fit(epochs or pick(30, 10), lr=1e-2)
 
 # %% ../nbs/06a_export.ipynb #0de4a072
-MODELS = {"MLP": MLP, "CNN": CNN, "LinearModel": LinearModel}
+MODELS = ("MLP", "CNN", "LinearModel")  # the classes of trainkit.models a bundle can rebuild
 
 def build_model(spec: dict) -> nn.Module:
     "A fresh model (random weights) from a spec written by `model_spec`."
+    import torch
+    from trainkit import models
     try:
+        if spec["class"] not in MODELS:
+            raise KeyError(spec["class"])
         args = {k: tuple(v) if isinstance(v, list) else v for k, v in spec["args"].items()}
         with torch.random.fork_rng(devices=[]):
-            return MODELS[spec["class"]](**args)
+            return getattr(models, spec["class"])(**args)
     except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as e:
         raise DataError(f"manifest.json: cannot rebuild a model from {spec!r} ({e}).") from e
 
 def model_spec(model: nn.Module) -> dict:
     "Class name and constructor arguments that rebuild `model` (an MLP, CNN or LinearModel), read from its layers."
+    from torch import nn
+    from trainkit.models import CNN, MLP, LinearModel
     kind = type(model).__name__
     if type(model) is MLP:
         lin = [m for m in model.net if isinstance(m, nn.Linear)]
@@ -117,6 +122,7 @@ def _need(module: str):
         raise ImportError(f"trainkit.export needs {module.split('.')[0]}: pip install 'trainkit[serve]'") from e
 
 def _onnx_bytes(model: nn.Module, input_shape: tuple) -> bytes:
+    import torch
     buf = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter announces its successor on every call
@@ -129,6 +135,7 @@ def _next_version(dest: Path) -> str:
     return f"v{max(nums, default=0) + 1}"
 
 def _manifest(learner, pre, report, version, spec, files) -> dict:
+    import torch
     data = learner.data
     metrics = ({"source": f"report:{report.split}", **report.metrics} if report is not None
                else {"source": "history", **(learner.history[-1] if learner.history else {})})
@@ -152,6 +159,7 @@ def export(
     version: str | None = None,  # the bundle's folder name; default: the next v1, v2, ...
 ) -> Path:
     "Write a versioned bundle folder (safetensors, preprocessor JSON, ONNX, manifest); return its path."
+    from trainkit.learner import Learner
     check_type(learner, Learner, "export: learner", "Pass the trained Learner (its model, data and history travel).")
     st = _need("safetensors.torch")
     dest = Path(dest)
@@ -225,11 +233,19 @@ def model_inputs(pre: Preprocessor | None, shape: list, records) -> np.ndarray:
     return pre.transform(pre.select(records if isinstance(records, pd.DataFrame) else pd.DataFrame(list(records))))
 
 class Bundle:
-    "A verified bundle: the model (torch, eval mode), its preprocessor and manifest; predictions on raw records."
+    "A verified bundle: its manifest, preprocessor, ONNX graph and (built when first asked for) the torch model."
 
-    def __init__(self, path: Path, manifest: dict, model: nn.Module, preprocessor: Preprocessor | None, onnx: bytes):
-        self.path, self.manifest, self.model, self.preprocessor = path, manifest, model, preprocessor
-        self.onnx_bytes, self._session = onnx, None  # the verified model.onnx
+    def __init__(self, path: Path, manifest: dict, weights: bytes, preprocessor: Preprocessor | None, onnx: bytes):
+        self.path, self.manifest, self.preprocessor = path, manifest, preprocessor
+        self.weights, self.onnx_bytes = weights, onnx  # the verified weights.safetensors and model.onnx
+        self._model = self._session = None
+
+    @property
+    def model(self) -> nn.Module:
+        "The torch model (eval mode), built from the verified weights on first use: the only part that needs PyTorch."
+        if self._model is None:
+            self._model = _load_model(self.manifest["model"], self.weights)
+        return self._model
 
     classes = property(lambda self: self.manifest["classes"])
     task = property(lambda self: self.manifest["task"])
@@ -247,6 +263,7 @@ class Bundle:
 
     def predict(self, records, engine: str = "torch") -> np.ndarray:
         "Class probabilities (n, k) or values (n,) for raw records; engine 'torch' or 'onnx'."
+        import torch
         X = self.inputs(records)
         if engine == "torch":
             with torch.no_grad():
@@ -266,11 +283,17 @@ def read_preprocessor(blob: bytes | None) -> Preprocessor | None:
     except (json.JSONDecodeError, UnicodeDecodeError, DataError) as e:
         raise DataError(f"preprocessor.json: not a saved Preprocessor ({e}).") from e
 
-def load_bundle(path: str | Path) -> Bundle:
+def load_bundle(
+    path: str | Path,  # a bundle folder
+    model: bool = True,  # build the torch model now (checking the weights fit it); False: ONNX Runtime only, no PyTorch
+) -> Bundle:
     "Verify every file of a bundle against its manifest, then load it; DataError naming the file otherwise."
     folder = Path(path)
     m, blobs = read_sealed(folder, "manifest.json", FORMAT, FILES, "bundle")  # seal, listing, every file's hash
     if "weights.safetensors" not in blobs or "model.onnx" not in blobs:
         raise DataError("manifest.json: a bundle needs weights.safetensors and model.onnx.")
-    return Bundle(folder, m, _load_model(m["model"], blobs["weights.safetensors"]),
-                  read_preprocessor(blobs.get("preprocessor.json")), blobs["model.onnx"])
+    bundle = Bundle(folder, m, blobs["weights.safetensors"], read_preprocessor(blobs.get("preprocessor.json")),
+                    blobs["model.onnx"])
+    if model:
+        bundle.model  # noqa: B018 -- built now: tensors that do not fit the model are refused at load time
+    return bundle

@@ -22,7 +22,6 @@ from filelock import FileLock
 from . import __version__
 from .core import DataError, atomic_write, check_type, read_sealed, staged_folder
 from .export import FILES, FORMAT, Bundle, export, load_bundle
-from .learner import Learner
 
 # %% auto #0
 __all__ = ['git_commit', 'Registry']
@@ -110,6 +109,7 @@ class Registry:
                 shutil.copytree(src, tmp, dirs_exist_ok=True)
                 load_bundle(tmp)  # the copy is what will serve: verify it too
         else:
+            from trainkit.learner import Learner  # PyTorch: only adding a trained model needs it, not serving one
             check_type(source, Learner, "Registry.add: source", "Pass a trained Learner or a bundle folder's path.")
             export(source, dest.parent, report=report, version=version)
         try:
@@ -225,7 +225,11 @@ class Registry:
                 raise DataError(f"rollback: {cur} is the first promoted version; there is no earlier one to go back to.")
             return self._switch(self._check(stack[-2]), stack[:-1], "rollback", cur)
 
-    def load(self, version: str | None = None) -> Bundle:  # default: the current version
+    def load(
+        self,
+        version: str | None = None,  # default: the current version
+        model: bool = True,  # build the torch model (False: ONNX Runtime only; see `load_bundle`)
+    ) -> Bundle:
         "The verified bundle of `version` (default: the current one)."
         if version is None:
             version = self.current()
@@ -233,4 +237,4 @@ class Registry:
                 raise DataError(f"Registry {self.root} holds no versions yet; add one with Registry.add(learner).")
             if version is None:
                 raise DataError(f"Registry {self.root}: no version has been promoted; promote one or pass version=.")
-        return load_bundle(self._bundle(self._check(version)))
+        return load_bundle(self._bundle(self._check(version)), model=model)

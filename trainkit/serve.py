@@ -86,8 +86,9 @@ class Service:
 
     def load(self, version: str | None = None) -> Served:  # version: a registry version; default CURRENT
         "The fixed bundle, or a registry version, verified and ready to serve (blocking: run it in a thread)."
-        b = self.bundle if self.registry is None else self.registry.load(version)
-        b = b if isinstance(b, Bundle) else load_bundle(b)
+        # model=False: every file's hash is checked, but no torch model is built: ONNX Runtime answers, PyTorch never loads
+        b = self.bundle if self.registry is None else self.registry.load(version, model=False)
+        b = b if isinstance(b, Bundle) else load_bundle(b, model=False)
         return load_served(b, self.margin, self.max_batch, self.window)
 
     def use(self, new: Served):
@@ -417,7 +418,7 @@ def serve(
     "Run the service with uvicorn until interrupted."
     if registry is not None and not Path(registry).is_dir():
         raise DataError(f"No registry at {registry}: `trainkit run` makes one, or pass --bundle DIR.")
-    bundle = load_bundle(bundle) if bundle is not None else None  # a bad bundle: one clear error, before the server starts
+    bundle = load_bundle(bundle, model=False) if bundle is not None else None  # a bad one: one clear error, before start
     port = port or int(os.environ.get("PORT") or os.environ.get("AIP_HTTP_PORT") or 8000)
     key = os.environ.get(api_key_env) or None
     app = create_app(registry=registry, bundle=bundle, api_key=key, freeze_gc=True)
