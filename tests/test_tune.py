@@ -36,7 +36,7 @@ from trainkit.learner import Learner  # noqa: E402
 from trainkit.models import MLP  # noqa: E402
 from trainkit.prep import split as split_frame  # noqa: E402
 from trainkit.panel import TuningPanel  # noqa: E402
-from trainkit.tune import (L1Penalty, OptunaPruning, check_space,  # noqa: E402
+from trainkit.tune import (L1Penalty, OptunaPruning, check_space, default_sampler, make_pruner,  # noqa: E402
                            cross_validate, lr_find, plot_search, search, suggest)
 
 warnings.filterwarnings("ignore", category=UserWarning, module="optuna")  # "experimental" notices
@@ -365,6 +365,7 @@ def test_search_default_storage_is_in_data_dir(penguins):
 
 
 @pytest.mark.parametrize("name,cls", [("none", optuna.pruners.NopPruner), ("median", optuna.pruners.MedianPruner),
+                                      ("percentile", optuna.pruners.PercentilePruner),
                                       ("hyperband", optuna.pruners.HyperbandPruner)])
 def test_search_accepts_pruners(penguins, tmp_path, name, cls):
     study = search(penguin_mlp, penguins, {"lr": ("log", 1e-3, 1e-1)}, n_trials=1, epochs=2, pruner=name,
@@ -396,6 +397,19 @@ def test_search_draws_the_optimizer_and_sgds_momentum(penguins, tmp_path, monkey
         search(penguin_mlp, penguins, {"optimizer": ("choice", ["adam"])}, n_trials=1, epochs=1, storage=":memory:")
 
 
+def test_search_defaults_are_the_benchmarked_ones(penguins):
+    "Independent TPE (bench/tune_speed.py: Optuna 5's multivariate TPE got stuck) and the lenient percentile pruner."
+    import inspect
+    s = default_sampler(40, seed=3)
+    assert isinstance(s, optuna.samplers.TPESampler) and s._multivariate is False and s._n_startup_trials == 10
+    assert default_sampler(8)._n_startup_trials == 3
+    assert inspect.signature(search).parameters["pruner"].default == "percentile"
+    p = make_pruner("percentile")
+    assert isinstance(p, optuna.pruners.PercentilePruner) and p._percentile == 90.0
+    study = search(penguin_mlp, penguins, {"lr": ("log", 1e-3, 1e-1)}, n_trials=1, epochs=1, storage=":memory:")
+    assert isinstance(study.pruner, optuna.pruners.PercentilePruner) and study.sampler._multivariate is False
+
+
 def test_search_bad_arguments_fail_before_anything_runs(penguins, tmp_path):
     db = tmp_path / "t.db"
     url = f"sqlite:///{db}"
@@ -411,7 +425,7 @@ def test_search_bad_arguments_fail_before_anything_runs(penguins, tmp_path):
 def test_search_median_pruner_prunes_hopeless_trials(penguins, tmp_path):
     # lr down to 1e-6 leaves some trials at chance after 3 epochs; the median pruner (5 startup trials,
     # 2 warm-up steps) stops them at their third report.
-    study = search(penguin_mlp, penguins, {"lr": ("log", 1e-6, 1.0)}, n_trials=7, epochs=3,
+    study = search(penguin_mlp, penguins, {"lr": ("log", 1e-6, 1.0)}, n_trials=7, epochs=3, pruner="median",
                    storage=f"sqlite:///{tmp_path / 't.db'}")
     pruned = [t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]
     assert pruned, [(t.state.name, t.params, t.value) for t in study.trials]
