@@ -375,6 +375,15 @@ def test_conform_coerces_kinds():
     assert out["s"].tolist() == ["1", "2", "3"]
 
 
+def test_conform_text_column_all_missing(raw_penguins):
+    "A text column with no value in any row (a query for the rows without Sex) still gets the text dtype."
+    no_sex = raw_penguins[raw_penguins["Sex"].isna()].astype({"Sex": object})
+    no_sex["Sex"] = None
+    out = conform(no_sex)
+    assert out["Sex"].isna().all()
+    assert (out.dtypes == conform(raw_penguins).dtypes).all(), out.dtypes[out.dtypes != conform(raw_penguins).dtypes]
+
+
 # ----------------------------------------------------------------------------- build_database atomicity
 
 def _failing_to_sql(monkeypatch):

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -456,6 +457,19 @@ def test_constant_schedule_keeps_lr(digits):
     rec = Record()
     Learner(digits_mlp(), digits, device="cpu", callbacks=[rec]).fit(2, lr=5e-3, schedule="constant")
     assert rec.lrs == [5e-3] * (2 * N_BATCHES)
+
+
+def test_custom_optimizer_lr_mismatch_warns_under_constant_schedule(digits):
+    sgd = lambda lr: (lambda ps: torch.optim.SGD(ps, lr=lr))
+    rec = Record()
+    with pytest.warns(UserWarning, match=r"optimizer's own learning rate \[0.5\], not fit's lr=0.05"):
+        learn = Learner(digits_mlp(), digits, opt=sgd(0.5), device="cpu", callbacks=[rec]).fit(1, lr=0.05, schedule="constant")
+    assert rec.lrs == [0.5] * N_BATCHES  # the optimizer's rate is the one used, as the warning says
+    assert learn.lr_table() == [0.05] * N_BATCHES  # ...while fit's lr is what the table records
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning when the rates agree, or when one-cycle sets them from lr
+        Learner(digits_mlp(), digits, opt=sgd(0.05), device="cpu").fit(1, lr=0.05, schedule="constant")
+        Learner(digits_mlp(), digits, opt=sgd(0.5), device="cpu").fit(1, lr=0.05)
 
 
 def test_history_and_validate_classification(digits):

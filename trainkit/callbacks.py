@@ -8,11 +8,13 @@ Docs: https://trainkit.github.io/trainkit/callbacks.html.md"""
 # %% ../nbs/03b_callbacks.ipynb #e4eb901a
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import torch
+from fastcore.basics import patch
 
-from .core import DataError
+from .core import DataError, new_figure, plot_history
 from .learner import Callback, CancelFit
 from .models import goal
 
@@ -45,33 +47,33 @@ class LivePlot(Callback):
     "Train/valid loss curves, redrawn after each epoch in a notebook; `path` saves the final figure."
     order = 60
 
-    def __init__(self, path: str | Path | None = None):
+    def __init__(
+        self,
+        path: str | Path | None = None,  # a PNG written at the end of the fit; None: none
+    ):
         self.path = path
 
     def before_fit(self, learn):
         try:
             from IPython import get_ipython
             from IPython.display import display
-            self.live = get_ipython() is not None and hasattr(get_ipython(), "kernel")
+            self.live = get_ipython() is not None and hasattr(get_ipython(), "kernel")  # a Jupyter kernel
         except ImportError:
             self.live = False
-        self.handle = None
-        if self.live:
-            self.handle = display(None, display_id=True)
+        self.handle = display(None, display_id=True) if self.live else None  # an output area to redraw
 
     def _figure(self, learn):
-        import matplotlib.pyplot as plt
-        fig, ax = plt.subplots(figsize=(5, 3))
-        ep = [h["epoch"] + 1 for h in learn.history]
-        ax.plot(ep, [h["train_loss"] for h in learn.history], "o-", label="train")
-        ax.plot(ep, [h["valid_loss"] for h in learn.history], "o-", label="valid")
-        ax.set_xlabel("epoch"); ax.set_ylabel("loss"); ax.legend(); fig.tight_layout()
-        plt.close(fig)
+        fig, ax = new_figure(pyplot=False)
+        plot_history(learn.history, ax=ax, title=f"Loss per epoch ({len(learn.history)} of {learn.epochs})")
+        ax.set_xlim(0.5, learn.epochs + 0.5)  # the whole run's width from the start: the curve grows into it
         return fig
 
     def after_epoch(self, learn):
         if self.handle is not None:
-            self.handle.update(self._figure(learn))
+            from IPython.display import Image
+            png = io.BytesIO()
+            self._figure(learn).savefig(png, format="png", dpi=90)
+            self.handle.update(Image(png.getvalue()))
 
     def after_fit(self, learn):
         if self.path and learn.history:
@@ -82,7 +84,10 @@ class TensorBoardLogger(Callback):
     "Log every epoch's losses and metrics, and the learning rate, to TensorBoard under `log_dir`."
     order = 70
 
-    def __init__(self, log_dir: str | Path):
+    def __init__(
+        self,
+        log_dir: str | Path,  # the folder to pass to `tensorboard --logdir`
+    ):
         self.log_dir = Path(log_dir)
 
     def before_fit(self, learn):
@@ -99,11 +104,17 @@ class TensorBoardLogger(Callback):
     def after_fit(self, learn):
         self.writer.close()
 
+# %% ../nbs/03b_callbacks.ipynb #cb000009
 class MLflowLogger(Callback):
     "Log parameters and every epoch's numbers to MLflow (default store: a local SQLite file)."
     order = 70
 
-    def __init__(self, tracking_uri: str | None = None, experiment: str = "trainkit", run_name: str | None = None):
+    def __init__(
+        self,
+        tracking_uri: str | None = None,  # None: sqlite:///<artifacts_dir()>/mlflow.db
+        experiment: str = "trainkit",  # MLflow's experiment name
+        run_name: str | None = None,  # None: MLflow picks one
+    ):
         self.tracking_uri, self.experiment, self.run_name = tracking_uri, experiment, run_name
 
     def before_fit(self, learn):
@@ -132,8 +143,14 @@ class EarlyStopping(Callback):
     "Stop when `monitor` has not improved by `min_delta` for `patience` epochs; restore the best weights."
     order = 20
 
-    def __init__(self, monitor: str = "valid_loss", patience: int = 3, min_delta: float = 0.0,
-                 mode: str | None = None, restore_best: bool = True):
+    def __init__(
+        self,
+        monitor: str = "valid_loss",  # a key of learn.history's records
+        patience: int = 3,  # epochs without improvement before stopping
+        min_delta: float = 0.0,  # the smallest change that counts as an improvement
+        mode: str | None = None,  # "min" or "max"; None: from the metric's name
+        restore_best: bool = True,  # put the best epoch's weights back at the end
+    ):
         if patience < 1:
             raise DataError(f"patience={patience}: must be at least 1.")
         self.monitor, self.patience, self.min_delta, self.restore_best = monitor, patience, min_delta, restore_best
@@ -159,23 +176,33 @@ class EarlyStopping(Callback):
                 self.stopped_epoch = h["epoch"]
                 raise CancelFit
 
-    def after_fit(self, learn):
-        if self.restore_best and self.best_state is not None:
-            learn.model.load_state_dict(self.best_state)
+# %% ../nbs/03b_callbacks.ipynb #cb000011
+@patch
+def after_fit(self: EarlyStopping, learn):
+    "Put the best epoch's weights back (if `restore_best`)."
+    if self.restore_best and self.best_state is not None:
+        learn.model.load_state_dict(self.best_state)
 
-    def state_dict(self) -> dict:
-        return {"best": self.best, "best_epoch": self.best_epoch, "wait": self.wait, "best_state": self.best_state}
+@patch
+def state_dict(self: EarlyStopping) -> dict:
+    "What a resumed run needs: the best value and epoch, the patience count, the best weights."
+    return {"best": self.best, "best_epoch": self.best_epoch, "wait": self.wait, "best_state": self.best_state}
 
-    def load_state_dict(self, state: dict):
-        self.best, self.best_epoch, self.wait, self.best_state = (state["best"], state["best_epoch"], state["wait"],
-                                                                  state["best_state"])
+@patch
+def load_state_dict(self: EarlyStopping, state: dict):
+    "Put back what `state_dict` saved."
+    self.best, self.best_epoch, self.wait, self.best_state = (state["best"], state["best_epoch"], state["wait"],
+                                                              state["best_state"])
 
 # %% ../nbs/03b_callbacks.ipynb #8ad5de68
 class NaNGuard(Callback):
     "Stop with an error naming the epoch and batch where the loss first became NaN or infinite."
     order = -10  # before the callbacks that save
 
-    def __init__(self, check_every: int = 50):
+    def __init__(
+        self,
+        check_every: int = 50,  # steps between reads of the flag (each read waits for the device); 0: per epoch only
+    ):
         self.check_every = check_every
 
     def before_fit(self, learn):
@@ -204,7 +231,13 @@ class Checkpoint(Callback):
     "Save `last.pt` every `every` batches and each epoch, and `best.pt` when `monitor` improves."
     order = 30
 
-    def __init__(self, folder: str | Path, every: int = 0, monitor: str = "valid_loss", mode: str | None = None):
+    def __init__(
+        self,
+        folder: str | Path,  # where best.pt and last.pt go
+        every: int = 0,  # batches between saves of last.pt; 0: once per epoch
+        monitor: str = "valid_loss",  # the number that decides "best"
+        mode: str | None = None,  # "min" or "max"; None: from the metric's name
+    ):
         self.folder, self.every, self.monitor = Path(folder), every, monitor
         self.mode = mode or goal(monitor)  # which way is better: the metric vocabulary of Step 2
         self.best = None

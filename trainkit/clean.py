@@ -53,6 +53,7 @@ class CleanSpec:
             keys=["study", "species", "sample_number"],  # sample numbers restart per species
         )
 
+# %% ../nbs/01b_clean.ipynb #8020cfbb
 def snake_case(name: str) -> str:
     "`'Culmen Length (mm)'` -> `'culmen_length_mm'`, `'studyName'` -> `'study_name'`."
     name = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", str(name).strip())
@@ -69,6 +70,7 @@ class CleaningReport:
     dropped: pd.DataFrame = field(default_factory=pd.DataFrame)  # dropped rows, with a "reason" column
 
     def add(self, rule: str, column: str, count: int, detail: str = ""):
+        "Record that `rule` changed `count` cells (or rows) of `column`; a count of 0 records nothing."
         if count:
             self.changes.append({"rule": rule, "column": column, "count": int(count), "detail": detail})
 
@@ -86,6 +88,7 @@ class CleaningReport:
         return ch.groupby("rule", sort=False)["count"].sum().reset_index()
 
     def to_markdown(self) -> str:
+        "The report as Markdown tables: the changes, then the decision about each column's missing values."
         lines = [f"Cleaning: {self.rows_in} rows in, {self.rows_out} rows out.", "",
                  "| rule | column | count | detail |", "|---|---|---:|---|"]
         lines += [f"| {c['rule']} | {c['column']} | {c['count']} | {c['detail']} |" for c in self.changes]
@@ -99,6 +102,7 @@ class CleaningReport:
 
 # %% ../nbs/01b_clean.ipynb #7e7e3044
 def _text_columns(df):
+    "The columns of `df` that hold text (dtype `object` or a string dtype)."
     return [c for c in df.columns if df[c].dtype == object or pd.api.types.is_string_dtype(df[c])]
 
 def _to_number(s: pd.Series) -> pd.Series:
@@ -122,8 +126,8 @@ def _infer_numeric(df, cols):
     return num + [c for c in cols if df[c].notna().any() and _to_number(df[c].dropna()).notna().all()]
 
 # %% ../nbs/01b_clean.ipynb #305abf59
-def _normalise(df, spec, rep):
-    "Rules that change cells: rename, header rows, whitespace, sentinels, numbers, dates, categories."
+def _rename(df, spec, rep):
+    "Rename the columns (`spec.rename`, else snake_case); refuse names that collide or spec columns that are absent."
     names = {c: spec.rename.get(c, snake_case(c)) for c in df.columns}
     if len(set(names.values())) < len(names):
         raise DataError(f"Column names collide after renaming: {names}. Pass `rename=` to tell them apart.")
@@ -132,7 +136,11 @@ def _normalise(df, spec, rep):
     for kind in ("numeric", "dates", "categorical"):
         for c in [c for c in getattr(spec, kind) or [] if c not in df.columns]:
             raise DataError(f"CleanSpec names {kind} column {c!r}, which the frame does not have: {list(df.columns)}.")
-    header = df.astype(str).eq([str(c) for c in names], axis="columns").mean(axis=1) > 0.5
+    return df
+
+def _tidy_text(df, spec, rep, raw_names):
+    "Drop rows repeating the column names `raw_names`; trim spaces and turn sentinels into NaN in text columns."
+    header = df.astype(str).eq(raw_names, axis="columns").mean(axis=1) > 0.5
     df = rep.drop(df, header, "header_rows", "repeats the column names (two files glued together)")
     text = _text_columns(df)
     for c in text:
@@ -143,6 +151,11 @@ def _normalise(df, spec, rep):
         sent = new.isin(spec.sentinels) & isstr
         rep.add("sentinels", c, int(sent.sum()), f"{sorted(set(new[sent]))} -> missing")
         df[c] = new.mask(sent, np.nan)
+    return df, text
+
+# %% ../nbs/01b_clean.ipynb #4bac063c
+def _parse_numbers(df, spec, rep, text):
+    "Parse the numeric columns (`spec.numeric`, else inferred from `text` columns) into float64; return df and them."
     numeric = spec.numeric if spec.numeric is not None else _infer_numeric(df, [c for c in text if c not in spec.dates])
     for c in numeric:
         if pd.api.types.is_numeric_dtype(df[c]):
@@ -152,6 +165,10 @@ def _normalise(df, spec, rep):
         rep.add("numbers", c, int((num.notna() & was).sum()), "text parsed as numbers")
         rep.add("numbers", c, int((num.isna() & was).sum()), f"unparseable, set missing: {list(df[c][num.isna() & was][:3])}")
         df[c] = num.astype("float64")
+    return df, numeric
+
+def _parse_dates(df, spec, rep):
+    "Parse `spec.dates` columns with `_to_date`, reporting the cells parsed and those set missing."
     for c in spec.dates:
         if pd.api.types.is_datetime64_any_dtype(df[c]):
             continue
@@ -159,6 +176,11 @@ def _normalise(df, spec, rep):
         rep.add("dates", c, int(d.notna().sum()), "parsed as dates")
         rep.add("dates", c, int((df[c].notna() & d.isna()).sum()), "unparseable, set missing")
         df[c] = d
+    return df
+
+# %% ../nbs/01b_clean.ipynb #485601e3
+def _categories(df, spec, rep, numeric):
+    "Merge spelling variants in categorical columns: the most frequent spelling, or the one `spec.values` names."
     cats = spec.categorical if spec.categorical is not None else [
         c for c in _text_columns(df) if c not in numeric and c not in spec.dates and df[c].nunique() <= max(20, len(df) // 10)]
     for c in cats:
@@ -168,7 +190,16 @@ def _normalise(df, spec, rep):
         new = low.map(canon).where(s.notna(), np.nan)
         rep.add("categories", c, int((new != s)[s.notna()].sum()), "merged spelling variants")
         df[c] = new
-    return df, numeric
+    return df
+
+def _normalise(df, spec, rep):
+    "Rules that change cells: rename, header rows, whitespace, sentinels, numbers, dates, categories."
+    raw_names = [str(c) for c in df.columns]
+    df = _rename(df, spec, rep)
+    df, text = _tidy_text(df, spec, rep, raw_names)
+    df, numeric = _parse_numbers(df, spec, rep, text)
+    df = _parse_dates(df, spec, rep)
+    return _categories(df, spec, rep, numeric), numeric
 
 # %% ../nbs/01b_clean.ipynb #53934c13
 def _null_policy(df, spec, numeric):
@@ -191,6 +222,7 @@ def _null_policy(df, spec, numeric):
             policy[c] = ("fill:unknown", "missing is a category of its own; a constant fill leaks nothing")
     return policy
 
+# %% ../nbs/01b_clean.ipynb #ab86b7b8
 def _fill_value(s: pd.Series, value: str, col: str):
     "The fill value in the column's own type and spelling (so a second cleaning changes nothing)."
     if pd.api.types.is_numeric_dtype(s):
@@ -206,8 +238,9 @@ def _present(spec: CleanSpec, df: pd.DataFrame) -> CleanSpec:
     def keep(cols): return None if cols is None else [c for c in cols if c in df.columns]
     return replace(spec, numeric=keep(spec.numeric), dates=keep(spec.dates), categorical=keep(spec.categorical))
 
-def _structure(df, spec, numeric, rep):
-    "Rules that drop or fill: nulls, constant columns, duplicates, near duplicates (one pass)."
+# %% ../nbs/01b_clean.ipynb #4cba474b
+def _apply_nulls(df, spec, numeric, rep):
+    "Apply each column's null policy, then drop the rows where every measurement is missing."
     for c, (rule, why) in _null_policy(df, spec, numeric).items():
         miss = df[c].isna()
         if not miss.any():
@@ -224,6 +257,12 @@ def _structure(df, spec, numeric, rep):
     meas = [c for c in numeric if c in df.columns and c not in spec.keys]
     if meas:
         df = rep.drop(df, df[meas].isna().all(axis=1), "nulls", f"nothing measured: all of {meas} missing")
+    return df
+
+# %% ../nbs/01b_clean.ipynb #35545370
+def _structure(df, spec, numeric, rep):
+    "Rules that drop or fill: nulls, constant columns, duplicates, near duplicates (one pass)."
+    df = _apply_nulls(df, spec, numeric, rep)
     for c in [c for c in df.columns if df[c].nunique(dropna=False) == 1 and c != spec.target]:
         df = df.drop(columns=c)
         rep.add("constant", c, 1, f"column dropped: {df.shape[0]} rows, one value")
@@ -301,6 +340,7 @@ def penguins_schema() -> pa.DataFrameSchema:
         "sex": pa.Column(str, pa.Check.isin(["male", "female", "unknown"])),
     }, strict=True, unique=["study", "species", "sample_number"], name="clean penguins")
 
+# %% ../nbs/01b_clean.ipynb #d33ee7cd
 def validate(df: pd.DataFrame, schema: pa.DataFrameSchema | None = None) -> pd.DataFrame:
     "Check `df` against `schema` (default: `penguins_schema()`); raise `DataError` naming every failing column and check."
     schema = schema or penguins_schema()

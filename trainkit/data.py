@@ -22,13 +22,14 @@ from urllib.parse import parse_qs, urlencode, urlparse
 import numpy as np
 import pandas as pd
 import requests
+from fastcore.basics import patch
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from .core import DataError, DataWarning, atomic_write, data_dir
 
 # %% auto #0
-__all__ = ['RAW_COLUMNS', 'penguins_csv', 'conform', 'build_database', 'from_sqlite', 'from_csv', 'JSONAPIServer',
+__all__ = ['RAW_COLUMNS', 'penguins_csv', 'conform', 'from_csv', 'build_database', 'from_sqlite', 'JSONAPIServer',
            'from_json_api', 'write_html_table', 'shipped_html', 'from_html', 'collect']
 
 # %% ../nbs/01a_data.ipynb #beb60063
@@ -40,10 +41,26 @@ RAW_COLUMNS: dict[str, str] = {  # column -> "str", "int" or "float", as the fie
     "Comments": "str",
 }
 
+_TEXT = pd.Series(["text"]).dtype  # the dtype pandas gives text: `str` in pandas 3, `object` in pandas 2
+
 def penguins_csv() -> Path:
     "Path of the raw Palmer penguins CSV that the `palmerpenguins` package ships (344 rows, 17 columns)."
     return Path(str(files("palmerpenguins") / "data" / "penguins-raw.csv"))
 
+# %% ../nbs/01a_data.ipynb #829cd175
+def _report_kept_text(kept: list[dict], source: str, strict: bool):
+    "Refuse (`strict`) or warn about numeric columns kept as text, naming each column, its count and a few rows."
+    lines = "".join(f"\n  column {k['column']!r}: {k['count']} row(s) hold text, e.g. "
+                    + ", ".join(f"row {r} = {v!r}" for r, v in k["examples"].items()) for k in kept)
+    if strict:
+        raise DataError(f"{source}: numeric columns hold text:{lines}\nFix the source, declare the columns as 'str', "
+                        "or collect without strict=True and let clean() parse them.")
+    warning = DataWarning(f"{source}: kept {len(kept)} numeric column(s) as text, for clean() to parse "
+                          f"(strict=True refuses them):{lines}")
+    warning.report = kept  # like the `report` a DataError from `clean` carries
+    warnings.warn(warning, stacklevel=3)
+
+# %% ../nbs/01a_data.ipynb #a1000012
 def conform(
     df: pd.DataFrame,  # a frame just read from some source
     columns: dict[str, str] | None = None,  # expected columns and kinds; default `RAW_COLUMNS`
@@ -65,7 +82,8 @@ def conform(
         num = None if kind == "str" else pd.to_numeric(s, errors="coerce")
         text = [] if kind == "str" else list(s.index[num.isna() & s.notna()])  # '3,750', '34.4 mm', a header...
         if kind == "str" or text:  # strings as they came, missing as NaN
-            out[col] = s.astype(object).where(s.notna(), np.nan).map(lambda v: v if isinstance(v, str) or pd.isna(v) else str(v))
+            text_values = s.astype(object).where(s.notna(), np.nan).map(lambda v: v if isinstance(v, str) or pd.isna(v) else str(v))
+            out[col] = text_values.astype(_TEXT)  # even when every value is missing
             if text:
                 kept.append({"column": col, "count": len(text), "examples": {int(r): s[r] for r in text[:3]}})
         elif kind == "int" and (num.dropna() % 1 != 0).any():
@@ -75,55 +93,6 @@ def conform(
     if kept:
         _report_kept_text(kept, source, strict)
     return out
-
-# %% ../nbs/01a_data.ipynb #829cd175
-def _report_kept_text(kept: list[dict], source: str, strict: bool):
-    "Refuse (`strict`) or warn about numeric columns kept as text, naming each column, its count and a few rows."
-    lines = "".join(f"\n  column {k['column']!r}: {k['count']} row(s) hold text, e.g. "
-                    + ", ".join(f"row {r} = {v!r}" for r, v in k["examples"].items()) for k in kept)
-    if strict:
-        raise DataError(f"{source}: numeric columns hold text:{lines}\nFix the source, declare the columns as 'str', "
-                        "or collect without strict=True and let clean() parse them.")
-    warning = DataWarning(f"{source}: kept {len(kept)} numeric column(s) as text, for clean() to parse "
-                          f"(strict=True refuses them):{lines}")
-    warning.report = kept  # like the `report` a DataError from `clean` carries
-    warnings.warn(warning, stacklevel=3)
-
-# %% ../nbs/01a_data.ipynb #e14acd6e
-def build_database(
-    db: str | Path | None = None,  # file to write; default: `penguins.sqlite` in `data_dir()`
-    csv: str | Path | None = None,  # raw CSV to load; default: the one `palmerpenguins` ships
-    table: str = "penguins_raw",  # table to create
-    overwrite: bool = False,  # rebuild even if `db` exists
-) -> Path:
-    "Load the raw CSV into a SQLite database (atomically) and return its path."
-    db = Path(db) if db is not None else data_dir() / "penguins.sqlite"
-    if db.exists() and not overwrite:
-        return db
-    df = from_csv(csv if csv is not None else penguins_csv())
-    with closing(sqlite3.connect(":memory:")) as con:  # build in memory, then write the file in one go
-        df.to_sql(table, con, index=False)
-        image = con.serialize()
-    with atomic_write(db, "wb") as f:  # readers never see a half-built database
-        f.write(image)
-    return db
-
-def from_sqlite(
-    db: str | Path | None = None,  # database file; default: the course database, built on first use
-    table: str = "penguins_raw",  # table to read
-    columns: dict[str, str] | None = None,  # expected schema; default `RAW_COLUMNS`
-    strict: bool = False,  # refuse text in numeric columns (see `conform`)
-) -> pd.DataFrame:
-    "Read `table` from a SQLite file into a frame with the raw schema."
-    db = build_database() if db is None else Path(db)
-    if not db.is_file():
-        raise DataError(f"Database file {str(db)!r} does not exist. Call build_database({str(db)!r}) to create it.")
-    with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as con:
-        tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")]
-        if table not in tables:
-            raise DataError(f"{db.name}: no table {table!r}; it has {tables}.")
-        df = pd.read_sql_query(f'SELECT * FROM "{table}"', con)
-    return conform(df, columns, f"{db.name}:{table}", strict)
 
 # %% ../nbs/01a_data.ipynb #348f0096
 def from_csv(
@@ -143,6 +112,67 @@ def from_csv(
         raise DataError(f"CSV file {str(path)!r} could not be parsed: {e}") from e
     return conform(df, columns, path.name, strict)
 
+# %% ../nbs/01a_data.ipynb #e14acd6e
+def build_database(
+    db: str | Path | None = None,  # file to write; default: `penguins.sqlite` in `data_dir()`
+    csv: str | Path | None = None,  # raw CSV to load; default: the one `palmerpenguins` ships
+    table: str = "penguins_raw",  # table to create
+    overwrite: bool = False,  # rebuild even if `db` exists
+) -> Path:
+    "Load the raw CSV into a SQLite database (atomically) and return its path."
+    db = Path(db) if db is not None else data_dir() / "penguins.sqlite"
+    if db.exists() and not overwrite:
+        return db
+    df = from_csv(csv if csv is not None else penguins_csv())
+    with closing(sqlite3.connect(":memory:")) as con:  # build in memory, then write the file in one go
+        df.to_sql(table, con, index=False)
+        image = con.serialize()  # the whole database as bytes
+    with atomic_write(db, "wb") as f:  # readers never see a half-built database
+        f.write(image)
+    return db
+
+# %% ../nbs/01a_data.ipynb #a1000015
+def from_sqlite(
+    db: str | Path | None = None,  # database file; default: the course database, built on first use
+    table: str = "penguins_raw",  # table to read
+    columns: dict[str, str] | None = None,  # expected schema; default `RAW_COLUMNS`
+    strict: bool = False,  # refuse text in numeric columns (see `conform`)
+) -> pd.DataFrame:
+    "Read `table` from a SQLite file into a frame with the raw schema."
+    db = build_database() if db is None else Path(db)
+    if not db.is_file():
+        raise DataError(f"Database file {str(db)!r} does not exist. Call build_database({str(db)!r}) to create it.")
+    with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as con:
+        tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        if table not in tables:
+            raise DataError(f"{db.name}: no table {table!r}; it has {tables}.")
+        df = pd.read_sql_query(f'SELECT * FROM "{table}"', con)
+    return conform(df, columns, f"{db.name}:{table}", strict)
+
+# %% ../nbs/01a_data.ipynb #a1000016
+def _handler(api: "JSONAPIServer") -> type[BaseHTTPRequestHandler]:
+    "The request handler for `api`: 503 for its first `fail_first` requests, then `api._page` for /records."
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            api.requests += 1
+            url = urlparse(self.path)
+            if api.requests <= api.fail_first:
+                status, body = 503, {"error": "temporarily unavailable"}
+            elif url.path != "/records":
+                status, body = 404, {"error": f"no such path {url.path}"}
+            else:
+                status, body = api._page(parse_qs(url.query))
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args): pass  # keep the notebook output clean
+
+    return Handler
+
 # %% ../nbs/01a_data.ipynb #17434009
 class JSONAPIServer:
     "Serve `df` as paged JSON at `/records?page=N&per_page=M` on 127.0.0.1 (a context manager)."
@@ -156,42 +186,8 @@ class JSONAPIServer:
         self.df, self.port, self.fail_first, self.requests = df, port, fail_first, 0
         self._server = self._thread = None
 
-    def _page(self, query: dict) -> tuple[int, dict]:
-        try:
-            page, per_page = int(query.get("page", ["1"])[0]), int(query.get("per_page", ["100"])[0])
-        except ValueError:
-            return 400, {"error": "page and per_page must be integers"}
-        if page < 1 or not 1 <= per_page <= 1000:
-            return 400, {"error": "page >= 1 and 1 <= per_page <= 1000"}
-        chunk = self.df.iloc[(page - 1) * per_page: page * per_page]
-        records = json.loads(chunk.to_json(orient="records"))  # NaN -> null
-        more = page * per_page < len(self.df)
-        nxt = f"{self.url}?{urlencode({'page': page + 1, 'per_page': per_page})}" if more else None
-        return 200, {"records": records, "page": page, "total": len(self.df), "next": nxt}
-
     def __enter__(self) -> "JSONAPIServer":
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):
-                outer.requests += 1
-                url = urlparse(self.path)
-                if outer.requests <= outer.fail_first:
-                    status, body = 503, {"error": "temporarily unavailable"}
-                elif url.path != "/records":
-                    status, body = 404, {"error": f"no such path {url.path}"}
-                else:
-                    status, body = outer._page(parse_qs(url.query))
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args): pass  # keep the notebook output clean
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), _handler(self))
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
@@ -206,13 +202,29 @@ class JSONAPIServer:
         self._server.server_close()
         self._thread.join(timeout=5)
 
+# %% ../nbs/01a_data.ipynb #a1000038
+@patch
+def _page(self: JSONAPIServer, query: dict) -> tuple[int, dict]:
+    "The status and JSON body for one page: its records, the total, and the URL of the `next` page (None on the last)."
+    try:
+        page, per_page = int(query.get("page", ["1"])[0]), int(query.get("per_page", ["100"])[0])
+    except ValueError:
+        return 400, {"error": "page and per_page must be integers"}
+    if page < 1 or not 1 <= per_page <= 1000:
+        return 400, {"error": "page >= 1 and 1 <= per_page <= 1000"}
+    chunk = self.df.iloc[(page - 1) * per_page: page * per_page]
+    records = json.loads(chunk.to_json(orient="records"))  # NaN -> null
+    more = page * per_page < len(self.df)
+    nxt = f"{self.url}?{urlencode({'page': page + 1, 'per_page': per_page})}" if more else None
+    return 200, {"records": records, "page": page, "total": len(self.df), "next": nxt}
+
 # %% ../nbs/01a_data.ipynb #11288e42
 def from_json_api(
     url: str,  # first page, e.g. "http://127.0.0.1:8765/records"
     columns: dict[str, str] | None = None,  # expected schema; default `RAW_COLUMNS`
     timeout: float = 5.0,  # seconds for each request
     retries: int = 3,  # retries on connection errors and 429/5xx answers
-    backoff: float = 0.1,  # first back-off in seconds; doubles each retry
+    backoff: float = 0.1,  # back-off factor in seconds: retry n waits backoff * 2**(n-1), the first at once
     max_pages: int = 10_000,  # stop following `next` links after this many pages
     strict: bool = False,  # refuse text in numeric columns (see `conform`)
 ) -> pd.DataFrame:
@@ -263,6 +275,7 @@ def shipped_html() -> Path:
     "The HTML page of raw penguin records that ships with trainkit."
     return Path(str(files("trainkit") / "assets" / "penguins.html"))
 
+# %% ../nbs/01a_data.ipynb #a1000025
 def from_html(
     path: str | Path,  # an HTML file
     match: str = "Culmen Length",  # text that only the wanted table contains

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import torch
+from fastcore.basics import patch
 
 from .core import DataError
 from .prep import Preprocessor, Splits, Target, profile, split
@@ -53,42 +54,49 @@ class Datasets:
         "(name, X, y) for train, valid and test."
         return [("train", self.X_train, self.y_train), ("valid", self.X_valid, self.y_valid), ("test", self.X_test, self.y_test)]
 
-    def rows(self, split: str) -> pd.DataFrame:
-        "The rows behind one split ('train', 'valid' or 'test'): clean records, ids and target, in tensor order."
-        if split not in ("train", "valid", "test"):
-            raise DataError(f"split={split!r}: use 'train', 'valid' or 'test'.")
-        if self.frames is None:
-            raise DataError(f"{self.name or 'This Datasets'} keeps no rows (it was built from tensors); use its X and y.")
-        return self.frames[("train", "valid", "test").index(split)]
+# %% ../nbs/01e_datasets.ipynb #41efccc6
+@patch
+def rows(self: Datasets, split: str) -> pd.DataFrame:
+    "The rows behind one split ('train', 'valid' or 'test'): clean records, ids and target, in tensor order."
+    if split not in ("train", "valid", "test"):
+        raise DataError(f"split={split!r}: use 'train', 'valid' or 'test'.")
+    if self.frames is None:
+        raise DataError(f"{self.name or 'This Datasets'} keeps no rows (it was built from tensors); use its X and y.")
+    return self.frames[("train", "valid", "test").index(split)]
 
-    def records(self, split: str, columns: list[str] | None = None) -> list[dict]:
-        "One split's raw feature fields as dicts, missing values as None: what a deployed model is sent."
-        columns = columns or (self.preprocessor.numeric_ + self.preprocessor.categorical_)
-        df = self.rows(split)[columns]
-        return df.astype(object).where(df.notna(), None).to_dict("records")
+@patch
+def records(self: Datasets, split: str, columns: list[str] | None = None) -> list[dict]:
+    "One split's raw feature fields as dicts, missing values as None: what a deployed model is sent."
+    columns = columns or (self.preprocessor.numeric_ + self.preprocessor.categorical_)
+    df = self.rows(split)[columns]
+    return df.astype(object).where(df.notna(), None).to_dict("records")
 
-    def groups(self, *splits: str) -> np.ndarray:
-        "The group id of every row of `splits` in order (e.g. groups('train', 'valid') for grouped CV folds)."
-        if self.group is None:
-            raise DataError(f"{self.name or 'This Datasets'} was split without groups; there are no group ids.")
-        return np.concatenate([self.rows(s)[self.group].to_numpy() for s in splits])
+@patch
+def groups(self: Datasets, *splits: str) -> np.ndarray:
+    "The group id of every row of `splits` in order (e.g. groups('train', 'valid') for grouped CV folds)."
+    if self.group is None:
+        raise DataError(f"{self.name or 'This Datasets'} was split without groups; there are no group ids.")
+    return np.concatenate([self.rows(s)[self.group].to_numpy() for s in splits])
 
-    def to(self, device) -> "Datasets":
-        "A copy with every tensor on `device` (small data lives on the GPU for the whole run)."
-        moved = {k: getattr(self, k).to(device) for k in ("X_train", "y_train", "X_valid", "y_valid", "X_test", "y_test")}
-        return Datasets(**{**self.__dict__, **moved})
+# %% ../nbs/01e_datasets.ipynb #0e083d1c
+@patch
+def to(self: Datasets, device) -> Datasets:
+    "A copy with every tensor on `device` (small data lives on the GPU for the whole run)."
+    moved = {k: getattr(self, k).to(device) for k in ("X_train", "y_train", "X_valid", "y_valid", "X_test", "y_test")}
+    return Datasets(**{**self.__dict__, **moved})
 
-    def describe(self) -> pd.DataFrame:
-        "Rows, input shape and the target's distribution in each split."
-        rows = []
-        for name, X, y in self.splits():
-            r = {"split": name, "rows": len(X), "input": "x".join(map(str, X.shape[1:])), "dtype": str(X.dtype).replace("torch.", "")}
-            if self.classes is not None:
-                r.update({c: f"{s:.0%}" for c, s in zip(self.classes, torch.bincount(y, minlength=self.n_classes).float() / len(y))})
-            else:
-                r.update({"y mean": round(float(y.mean()), 3), "y std": round(float(y.std()), 3)})
-            rows.append(r)
-        return pd.DataFrame(rows).set_index("split")
+@patch
+def describe(self: Datasets) -> pd.DataFrame:
+    "Rows, input shape and the target's distribution in each split."
+    rows = []
+    for name, X, y in self.splits():
+        r = {"split": name, "rows": len(X), "input": "x".join(map(str, X.shape[1:])), "dtype": str(X.dtype).replace("torch.", "")}
+        if self.classes is not None:
+            r.update({c: f"{s:.0%}" for c, s in zip(self.classes, torch.bincount(y, minlength=self.n_classes).float() / len(y))})
+        else:
+            r.update({"y mean": round(float(y.mean()), 3), "y std": round(float(y.std()), 3)})
+        rows.append(r)
+    return pd.DataFrame(rows).set_index("split")
 
 # %% ../nbs/01e_datasets.ipynb #c16c6f8b
 def _t(X, y):

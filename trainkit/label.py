@@ -8,6 +8,7 @@ Docs: https://trainkit.github.io/trainkit/label.html.md"""
 # %% ../nbs/01c_label.ipynb #1f343eef
 from __future__ import annotations
 
+import html
 import re
 import sqlite3
 import time
@@ -15,6 +16,7 @@ from contextlib import closing
 from pathlib import Path
 
 import pandas as pd
+from fastcore.basics import patch
 from sklearn.metrics import cohen_kappa_score
 
 from .core import DataError
@@ -79,108 +81,135 @@ class Labeler:
     def _next_unlabeled(self, start: int) -> int:
         return next((i for i in range(start, len(self.ids)) if self.ids[i] not in self.done), len(self.ids))
 
-    @property
-    def finished(self) -> bool: return self.pos >= len(self.ids)
+# %% ../nbs/01c_label.ipynb #8924846c
+@patch(as_prop=True)
+def finished(self: Labeler) -> bool:
+    "True when the position has run past the last record."
+    return self.pos >= len(self.ids)
 
-    def current(self) -> pd.Series | None:
-        "The record to label now, or None when the queue is done."
-        return None if self.finished else self.records.iloc[self.pos][self.show]
+@patch
+def current(self: Labeler) -> pd.Series | None:
+    "The record to label now, or None when the queue is done."
+    return None if self.finished else self.records.iloc[self.pos][self.show]
 
-    def progress(self) -> tuple[int, int]:
-        "(records labeled, records in all)."
-        return sum(i in self.done for i in self.ids), len(self.ids)
+@patch
+def progress(self: Labeler) -> tuple[int, int]:
+    "(records labeled, records in all)."
+    return sum(i in self.done for i in self.ids), len(self.ids)
 
-    def label(self, value: str) -> "Labeler":
-        "Give the current record `value` and move to the next unlabeled one."
-        if value not in self.labels:
-            raise DataError(f"Label {value!r} is not one of {self.labels}.")
-        if self.finished:
-            raise DataError("Every record is labeled; nothing to label.")
-        rid = self.ids[self.pos]
-        self.history.append((self.pos, rid, self.done.get(rid)))
-        self.done[rid] = value
-        self._dirty.add(rid)
-        self._deleted.discard(rid)
+# %% ../nbs/01c_label.ipynb #79226d80
+@patch
+def label(self: Labeler, value: str) -> Labeler:
+    "Give the current record `value` and move to the next unlabeled one."
+    if value not in self.labels:
+        raise DataError(f"Label {value!r} is not one of {self.labels}.")
+    if self.finished:
+        raise DataError("Every record is labeled; nothing to label.")
+    rid = self.ids[self.pos]
+    self.history.append((self.pos, rid, self.done.get(rid)))
+    self.done[rid] = value
+    self._dirty.add(rid)
+    self._deleted.discard(rid)
+    self.pos = self._next_unlabeled(self.pos + 1)
+    if self.autosave and len(self._dirty) >= self.autosave:
+        self.save()
+    return self
+
+# %% ../nbs/01c_label.ipynb #1e8d28a2
+@patch
+def skip(self: Labeler) -> Labeler:
+    "Leave the current record unlabeled for now and move on."
+    if not self.finished:
+        self.history.append((self.pos, None, None))
         self.pos = self._next_unlabeled(self.pos + 1)
-        if self.autosave and len(self._dirty) >= self.autosave:
-            self.save()
+    return self
+
+@patch
+def undo(self: Labeler) -> Labeler:
+    "Take back the last label or skip and return to that record."
+    if not self.history:
         return self
+    self.pos, rid, before = self.history.pop()
+    if rid is not None:
+        if before is None:
+            self.done.pop(rid, None)
+            self._dirty.discard(rid)
+            if rid in self._in_db:  # saved earlier: the next save deletes it
+                self._deleted.add(rid)
+        else:
+            self.done[rid] = before
+            self._dirty.add(rid)
+    return self
 
-    def skip(self) -> "Labeler":
-        "Leave the current record unlabeled for now and move on."
-        if not self.finished:
-            self.history.append((self.pos, None, None))
-            self.pos = self._next_unlabeled(self.pos + 1)
-        return self
+# %% ../nbs/01c_label.ipynb #f76829d0
+@patch
+def save(self: Labeler) -> int:
+    "Write new, changed and undone labels in one transaction; return how many rows changed."
+    now = time.time()
+    rows = [(self.task, rid, self.labeler, self.done[rid], now) for rid in sorted(self._dirty)]
+    gone = [(self.task, rid, self.labeler) for rid in sorted(self._deleted)]
+    with closing(_connect(self.db)) as con, con:  # commit all or nothing
+        con.executemany("INSERT OR REPLACE INTO labels VALUES (?, ?, ?, ?, ?)", rows)
+        con.executemany("DELETE FROM labels WHERE task = ? AND record_id = ? AND labeler = ?", gone)
+    self._in_db = (self._in_db | self._dirty) - self._deleted
+    self._dirty.clear()
+    self._deleted.clear()
+    return len(rows) + len(gone)
 
-    def undo(self) -> "Labeler":
-        "Take back the last label or skip and return to that record."
-        if not self.history:
-            return self
-        self.pos, rid, before = self.history.pop()
-        if rid is not None:
-            if before is None:
-                self.done.pop(rid, None)
-                self._dirty.discard(rid)
-                if rid in self._in_db:  # saved earlier: the next save deletes it
-                    self._deleted.add(rid)
-            else:
-                self.done[rid] = before
-                self._dirty.add(rid)
-        return self
+# %% ../nbs/01c_label.ipynb #fa2b18ff
+def _record_html(rec: pd.Series | None) -> str:
+    "The record on show as an HTML table, or the end message."
+    if rec is None:
+        return "<b>All records labeled.</b>"
+    rows = "".join(f"<tr><th style='text-align:left'>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
+                   for k, v in rec.items())
+    return f"<table>{rows}</table>"
 
-    def save(self) -> int:
-        "Write new, changed and undone labels in one transaction; return how many rows changed."
-        now = time.time()
-        rows = [(self.task, rid, self.labeler, self.done[rid], now) for rid in sorted(self._dirty)]
-        gone = [(self.task, rid, self.labeler) for rid in sorted(self._deleted)]
-        with closing(_connect(self.db)) as con, con:  # commit all or nothing
-            con.executemany("INSERT OR REPLACE INTO labels VALUES (?, ?, ?, ?, ?)", rows)
-            con.executemany("DELETE FROM labels WHERE task = ? AND record_id = ? AND labeler = ?", gone)
-        self._in_db = (self._in_db | self._dirty) - self._deleted
-        self._dirty.clear()
-        self._deleted.clear()
-        return len(rows) + len(gone)
+@patch
+def _status(self: Labeler) -> str:
+    "The status line: how many records are labeled, of how many, and how many changes wait for a save."
+    n, total = self.progress()
+    return f"{n}/{total} labeled; {len(self._dirty) + len(self._deleted)} unsaved"
 
-    def widget(self):
-        "An ipywidgets labeler: the record, a button per label, Skip, Undo, Save and a progress bar."
-        try:
-            import ipywidgets as w
-        except ImportError as e:
-            raise ImportError("The labeling widget needs ipywidgets: pip install 'trainkit[course]'") from e
-        view, status = w.HTML(), w.HTML()
-        bar = w.IntProgress(min=0, max=len(self.ids), description="labeled")
-        def refresh(*_):
-            rec = self.current()
-            view.value = ("<b>All records labeled.</b>" if rec is None else
-                          "<table>" + "".join(f"<tr><th style='text-align:left'>{k}</th><td>{v}</td></tr>"
-                                              for k, v in rec.items()) + "</table>")
-            n, total = self.progress()
-            bar.value = n
-            status.value = f"{n}/{total} labeled; {len(self._dirty) + len(self._deleted)} unsaved"
-        def act(fn):
-            def _click(_):
-                try:
-                    fn()
-                except DataError as e:
-                    status.value = f"<span style='color:#b00'>{e}</span>"
-                    return
+@patch
+def _press(self: Labeler, action) -> str | None:
+    "Run a button's `action`; return a DataError as a red message for the status line instead of raising it."
+    try:
+        action()
+    except DataError as e:
+        return f"<span style='color:#b00'>{html.escape(str(e))}</span>"
+    return None
+
+# %% ../nbs/01c_label.ipynb #03e6b748
+@patch
+def widget(self: Labeler):
+    "An ipywidgets labeler: the record, a button per label, Skip, Undo, Save and a progress bar."
+    try:
+        import ipywidgets as w
+    except ImportError as e:
+        raise ImportError("The labeling widget needs ipywidgets: pip install 'trainkit[course]'") from e
+    view, status = w.HTML(), w.HTML()
+    bar = w.IntProgress(min=0, max=len(self.ids), description="labeled")
+    def refresh():
+        view.value = _record_html(self.current())
+        bar.value = self.progress()[0]  # before the status: a browser test reads the bar once the status changed
+        status.value = self._status()
+    def button(name, action, style=""):
+        def click(_):
+            error = self._press(action)
+            if error is None:
                 refresh()
-            return _click
-        buttons = []
-        for lab in self.labels:
-            b = w.Button(description=lab, button_style="info")
-            b.on_click(act(lambda lab=lab: self.label(lab)))
-            buttons.append(b)
-        tools = []
-        for name, fn in (("Skip", self.skip), ("Undo", self.undo), ("Save", self.save)):
-            b = w.Button(description=name)
-            b.on_click(act(fn))
-            tools.append(b)
-        refresh()
-        box = w.VBox([view, w.HBox(buttons), w.HBox(tools), bar, status])
-        box.buttons = {b.description: b for b in buttons + tools}  # for tests and scripted demos
-        return box
+            else:
+                status.value = error
+        b = w.Button(description=name, button_style=style)
+        b.on_click(click)
+        return b
+    buttons = [button(name, lambda name=name: self.label(name), "info") for name in self.labels]
+    tools = [button(name, fn) for name, fn in (("Skip", self.skip), ("Undo", self.undo), ("Save", self.save))]
+    refresh()
+    box = w.VBox([view, w.HBox(buttons), w.HBox(tools), bar, status])
+    box.buttons = {b.description: b for b in buttons + tools}  # for tests and scripted demos
+    return box
 
 # %% ../nbs/01c_label.ipynb #0398cadf
 def rule_labels(

@@ -1,6 +1,6 @@
-"""Initialise, feed forward, compute the loss, backpropagate, update, repeat: first in twenty lines
-by hand, then in a `Learner` that does the same thing fast on a CPU or a GPU, resumes exactly
-after a crash, and reports what it is doing.
+"""Initialise, feed forward, compute the loss, backpropagate, update, repeat: first on one weight,
+then in twenty lines by hand, then in a `Learner` that does the same thing fast on a CPU or a
+GPU, resumes exactly after a crash, and reports what it is doing.
 
 Docs: https://trainkit.github.io/trainkit/training.html.md"""
 
@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from fastcore.basics import patch
 from torch import nn
 
 from .core import DataError, atomic_write, check_type, get_device
@@ -23,7 +24,240 @@ from .datasets import Datasets
 from .models import check_model, confusion, metrics_from_confusion
 
 # %% auto #0
-__all__ = ['EVENTS', 'CHECKPOINT_FORMAT', 'CancelBatch', 'CancelEpoch', 'CancelFit', 'Callback', 'make_scheduler', 'Learner']
+__all__ = ['EVENTS', 'CHECKPOINT_FORMAT', 'Learner', 'make_scheduler', 'CancelBatch', 'CancelEpoch', 'CancelFit', 'Callback']
+
+# %% ../nbs/03_training.ipynb #f5fa0de0
+def _check_args(model, data, batch_size, precision):
+    "Refuse a Learner's arguments with a message that says what to pass instead."
+    check_type(model, nn.Module, "Learner: model", "Pass a PyTorch module, e.g. MLP(n_in, n_out).")
+    check_type(data, Datasets, "Learner: data", "Use load_datasets(name) or datasets.from_splits(...).")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise DataError(f"batch_size={batch_size!r}: must be a positive integer.")
+    if precision not in ("fp32", "bf16", "fp16"):
+        raise DataError(f"precision={precision!r}: use 'fp32', 'bf16' or 'fp16'.")
+
+def _default_loss(data: Datasets):
+    "The loss when none is given: cross-entropy for classes, mean squared error for values."
+    if data.task == "classification":
+        return F.cross_entropy  # the function: a module would add a call's overhead to every step
+    def mse(out, y): return F.mse_loss(out.reshape(y.shape), y)
+    return mse
+
+# %% ../nbs/03_training.ipynb #413f5033
+class Learner:
+    "Train `model` on `data` (a `Datasets`): fit, validate, predict, checkpoint and resume."
+
+    def __init__(
+        self,
+        model: nn.Module,  # any PyTorch module mapping a batch of X to outputs
+        data: Datasets,  # train/valid/test tensors from Step 1
+        loss=None,  # loss(out, y); default: cross-entropy (classification) or MSE (regression)
+        opt="adamw",  # "adamw" or a function params -> optimizer (with schedule="constant" its own lr is used, not fit's)
+        callbacks=(),  # Callback objects (see trainkit.callbacks)
+        batch_size: int = 64,
+        weight_decay: float = 0.01,  # AdamW's decoupled weight decay
+        device=None,  # None: the best available (see `get_device`)
+        precision: str = "fp32",  # "fp32", "bf16" or "fp16" (the last two on CUDA only)
+        cuda_graph: bool = False,  # replay each training step as a CUDA graph (CUDA, in-memory data)
+        seed: int = 42,  # seeds shuffling and, at the start of `fit`, dropout (initialise the weights yourself, before)
+        max_device_bytes: int = 2**30,  # data larger than this streams through a DataLoader
+    ):
+        _check_args(model, data, batch_size, precision)
+        self.device = get_device(device)
+        if precision != "fp32" and self.device.type != "cuda":
+            warnings.warn(f"precision={precision!r} needs CUDA; training in fp32 on {self.device}.")
+            precision = "fp32"
+        self.model, self.loss_fn = model, loss or _default_loss(data)
+        self.opt_name, self.batch_size, self.weight_decay = opt, batch_size, weight_decay
+        self.precision, self.cuda_graph, self.seed = precision, cuda_graph, seed
+        self.callbacks = sorted(callbacks, key=lambda c: c.order)
+        nbytes = sum(t.element_size() * t.numel() for _, X, y in data.splits() for t in (X, y))
+        self.on_device = nbytes <= max_device_bytes
+        self.data = data.to(self.device) if self.on_device else data
+        self.model.to(self.device)
+        check_model(self.model, self.data)
+        self.history, self.opt, self.sched, self.scaler = [], None, None, None
+        self.epoch = self.batch = self.step = self.epochs = 0
+        self.lr, self.schedule, self._epoch_done, self._handlers = None, "onecycle", False, {}
+        self.running = torch.zeros((), device=self.device)  # the epoch's summed training loss
+
+    @property
+    def n_batches(self) -> int: return math.ceil(len(self.data.X_train) / self.batch_size)
+
+# %% ../nbs/03_training.ipynb #5d7b5315
+@patch
+def __repr__(self: Learner):
+    "The model's class and size, the data and the device."
+    n = sum(p.numel() for p in self.model.parameters())
+    return f"Learner({type(self.model).__name__}, {n:,} parameters, {self.data.name or 'data'} on {self.device})"
+
+@patch
+def __call__(self: Learner, event: str):
+    "Call every callback method registered for `event` (see `fit`)."
+    for fn in self._handlers.get(event, ()):
+        fn(self)
+
+# %% ../nbs/03_training.ipynb #45dcaa4d
+@patch
+def permutation(self: Learner, epoch: int) -> torch.Tensor:
+    "The order of the training rows in `epoch`: a function of the seed and the epoch alone."
+    # 100,003 is a prime larger than any epoch count: two (seed, epoch) pairs never give the same number
+    g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+    return torch.randperm(len(self.data.X_train), generator=g).to(self.data.X_train.device)
+
+@patch
+def batches(self: Learner, epoch: int, start: int = 0):
+    "(x, y) batches of `epoch` from batch `start` on: indexed on the device, or streamed."
+    X, y, bs, perm = self.data.X_train, self.data.y_train, self.batch_size, self.permutation(epoch)
+    if self.on_device:
+        for idx in perm.split(bs)[start:]:
+            yield X.index_select(0, idx), y.index_select(0, idx)  # cheaper to call than X[idx]
+    else:
+        from torch.utils.data import DataLoader, TensorDataset
+        # Its own generator, so the loader draws nothing from the global RNG (dropout's).
+        dl = DataLoader(TensorDataset(X, y), batch_size=bs, sampler=perm[start * bs:].tolist(),
+                        pin_memory=self.device.type == "cuda", generator=torch.Generator().manual_seed(self.seed))
+        for xb, yb in dl:
+            yield xb.to(self.device, non_blocking=True), yb.to(self.device, non_blocking=True)
+
+# %% ../nbs/03_training.ipynb #eb7513e3
+def _make_opt(name, params, lr, weight_decay, device, capturable=False):
+    "AdamW (fused on CUDA, foreach elsewhere, capturable for CUDA graphs), or `name(params)` when it is a function."
+    if name != "adamw" and not callable(name):
+        raise DataError(f"opt={name!r}: use 'adamw' or a function params -> optimizer.")
+    if callable(name):
+        return name(params)
+    kw = {"capturable": True, "foreach": True} if capturable else (
+        {"fused": True} if device.type == "cuda" else {"foreach": True})
+    lr = torch.tensor(lr, device=device) if capturable else lr
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, **kw)
+
+# %% ../nbs/03_training.ipynb #c4261408
+def make_scheduler(
+    opt,  # the optimizer whose learning rate it sets
+    schedule: str,  # "onecycle" or "constant"
+    lr: float,  # the peak (one-cycle) or constant learning rate
+    total: int,  # optimizer steps in the whole run
+):
+    "One-cycle (warm up for a quarter of the steps, then anneal) or constant, for `total` steps."
+    if schedule == "constant":  # keeps the optimizer's own rate: `fit` built it with `lr`, a custom one may differ
+        return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
+    total = max(total, 2)
+    # Momentum is not cycled, so eager and CUDA-graph runs follow the same schedule; very short runs
+    # need a longer warm-up share, or the warm-up would have no length at all. The rate starts at
+    # lr / 25, rises to lr, then falls to lr / 25 / 10,000, both along a cosine (OneCycleLR's defaults, spelt out).
+    return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total, cycle_momentum=False,
+                                               pct_start=min(0.75, max(0.25, 1.5 / total)), div_factor=25.0,
+                                               final_div_factor=1e4, anneal_strategy="cos")
+
+# %% ../nbs/03_training.ipynb #3375e118
+@patch
+def _setup_optim(self: Learner):
+    "The optimizer, the schedule and (fp16 only) the gradient scaler of this fit."
+    total = self.epochs * self.n_batches
+    self.opt = _make_opt(self.opt_name, self.model.parameters(), self.lr, self.weight_decay, self.device,
+                         capturable=self.cuda_graph and self.device.type == "cuda")
+    self.sched = make_scheduler(self.opt, self.schedule, self.lr, total)
+    self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
+    if callable(self.opt_name) and self.schedule == "constant":
+        _warn_if_lr_differs(self.opt, self.lr)
+
+def _warn_if_lr_differs(opt, lr: float):
+    "Warn when a custom optimizer's own rate, which a constant schedule keeps, is not `fit`'s `lr`."
+    rates = sorted({float(g["lr"]) for g in opt.param_groups})
+    if any(not math.isclose(r, lr, rel_tol=1e-6) for r in rates):
+        warnings.warn(f"schedule='constant' trains at your optimizer's own learning rate {rates}, not fit's lr={lr} "
+                      "(which lr_table() and checkpoints record); pass the same rate to both.")
+
+@patch
+def lr_table(self: Learner) -> list[float]:
+    "The learning rate of every step of this fit, as its scheduler sets them (the CUDA-graph runner replays these)."
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=self.lr)  # a stand-in: only its rate is read
+    sched, out = make_scheduler(opt, self.schedule, self.lr, self.epochs * self.n_batches), []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "scheduler.step() before optimizer.step()": no step is wanted here
+        for _ in range(self.epochs * self.n_batches):
+            out.append(opt.param_groups[0]["lr"])
+            sched.step()  # an optimizer step on a dummy costs ~100x more and changes no rate
+    return out
+
+# %% ../nbs/03_training.ipynb #e1f5858c
+@patch
+def autocast(self: Learner):
+    "The mixed-precision context of this run (a no-op in fp32)."
+    if self.precision == "fp32":
+        return nullcontext()  # cheaper than a disabled autocast, and this runs every step
+    dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+    return torch.autocast(self.device.type, dtype=dtype, cache_enabled=False)
+
+@patch
+def _one_batch(self: Learner, xb, yb):
+    "Forward, loss, backward, update: one step."
+    with self.autocast():
+        self.out = self.model(xb)                       # 2. feed forward
+        self.loss = self.loss_fn(self.out, yb)          # 3. compute the loss
+    self("after_loss")
+    if self.scaler is not None:                         # fp16 needs its gradients scaled
+        self.scaler.scale(self.loss).backward()
+        self.scaler.step(self.opt)
+        self.scaler.update()
+    else:
+        self.loss.backward()                            # 4. backpropagate
+        self.opt.step()                                 # 5. update
+    self.opt.zero_grad(set_to_none=True)
+    self.sched.step()
+    self.running += self.loss.detach().float()          # summed on the device: no sync here
+    self("after_step")
+
+# %% ../nbs/03_training.ipynb #461a62f5
+@patch
+def _outputs(self: Learner, X: torch.Tensor) -> torch.Tensor:
+    "The model's outputs for `X`, in eval mode and chunks, as float32 on the device."
+    self.model.eval()
+    chunk = max(self.batch_size, 1024)
+    outs = []
+    with torch.no_grad():
+        for i in range(0, len(X), chunk):
+            with self.autocast():
+                outs.append(self.model(X[i:i + chunk].to(self.device, non_blocking=True)).float())
+    return outs[0] if len(outs) == 1 else torch.cat(outs)
+
+@patch
+def _evaluate(self: Learner, split: str, extra: torch.Tensor):
+    "(`extra` as a float, loss and metrics on `split`), read from the device in one transfer."
+    X, y = {n: (X, y) for n, X, y in self.data.splits()}[split]
+    y = y.to(self.device)
+    out = self._outputs(X)
+    loss = self.loss_fn(out, y).float()
+    if self.data.task == "classification":
+        stats = torch.cat([extra.reshape(1).double(), loss.reshape(1).double(),
+                           confusion(out.argmax(1), y, out.shape[1]).flatten()]).cpu()
+        k = out.shape[1]
+        return float(stats[0]), {"loss": float(stats[1]), **metrics_from_confusion(stats[2:].reshape(k, k))}
+    err = out.reshape(y.shape) - y.float()
+    stats = torch.stack([extra.float(), loss, err.abs().mean(), (err ** 2).mean()]).tolist()
+    return stats[0], {"loss": stats[1], "mae": stats[2], "rmse": math.sqrt(stats[3])}
+
+# %% ../nbs/03_training.ipynb #eb0b2bd7
+@patch
+def validate(self: Learner, split: str = "valid") -> dict[str, float]:
+    "Loss and metrics on a split ('train', 'valid' or 'test')."
+    return self._evaluate(split, torch.zeros((), device=self.device))[1]
+
+@patch
+def predict(self: Learner, X: torch.Tensor) -> torch.Tensor:
+    "Class probabilities (classification) or values (regression) for inputs `X`, on the CPU."
+    out = self._outputs(torch.as_tensor(X, dtype=self.data.X_train.dtype))
+    return (out.softmax(1) if self.data.task == "classification" else out.reshape(len(out))).cpu()
+
+@patch
+def _end_epoch(self: Learner):
+    "Train loss, validation loss and metrics into `history`: the epoch's one wait for the device."
+    running, res = self._evaluate("valid", self.running / max(self.batch, 1))
+    rec = {"epoch": self.epoch, "train_loss": running}
+    rec.update({f"valid_{k}" if k == "loss" else k: v for k, v in res.items()})
+    self.history.append(rec)
+    self.model.train()
 
 # %% ../nbs/03_training.ipynb #16f8bebf
 EVENTS = ("before_fit", "before_epoch", "before_batch", "after_loss", "after_step", "after_batch",
@@ -41,331 +275,164 @@ class Callback:
     def load_state_dict(self, state: dict): pass
     def __repr__(self): return type(self).__name__
 
-# %% ../nbs/03_training.ipynb #f5fa0de0
-def _default_loss(data: Datasets):
-    if data.task == "classification":
-        return F.cross_entropy  # the function: a module would add a call's overhead to every step
-    def mse(out, y): return F.mse_loss(out.reshape(y.shape), y)
-    return mse
+# %% ../nbs/03_training.ipynb #441f8a5c
+@patch
+def _start_fit(self: Learner, epochs: int, lr: float, schedule: str, resume):
+    "Check `fit`'s arguments; set up the optimizer, schedule, counters, generators and event handlers."
+    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
+        raise DataError(f"epochs={epochs!r}: must be a positive integer.")
+    if isinstance(lr, bool) or not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+        raise DataError(f"lr={lr!r}: must be a positive number.")
+    if schedule not in ("onecycle", "constant"):
+        raise DataError(f"schedule={schedule!r}: use 'onecycle' or 'constant'.")
+    self.epochs, self.lr, self.schedule = epochs, float(lr), schedule
+    self._setup_optim()
+    self.epoch = self.batch = self.step = 0
+    self.running = torch.zeros((), device=self.device)
+    self.history = []
+    torch.manual_seed(self.seed)  # dropout draws from the global generators: same seed, same masks
+    if resume is not None:
+        self.load_checkpoint(resume)  # restores the generators as they were at the checkpoint
+    self._handlers = {ev: fns for ev in EVENTS if (fns := [getattr(cb, ev) for cb in self.callbacks if hasattr(cb, ev)])}
 
-def _make_opt(name, params, lr, weight_decay, device, capturable=False):
-    if name != "adamw" and not callable(name):
-        raise DataError(f"opt={name!r}: use 'adamw' or a function params -> optimizer.")
-    if callable(name):
-        return name(params)
-    kw = {"capturable": True, "foreach": True} if capturable else (
-        {"fused": True} if device.type == "cuda" else {"foreach": True})
-    lr = torch.tensor(lr, device=device) if capturable else lr
-    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, **kw)
+# %% ../nbs/03_training.ipynb #47c72fe4
+@patch
+def _run_batches(self: Learner):
+    "The eager epoch: one step per batch from `self.batch` on, with the batch events around each."
+    for xb, yb in self.batches(self.epoch, self.batch):
+        try:
+            self("before_batch")
+            self._one_batch(xb, yb)
+        except CancelBatch:
+            pass
+        self.batch += 1
+        self.step += 1
+        self("after_batch")
 
-# %% ../nbs/03_training.ipynb #c4261408
+@patch
+def _run_epoch(self: Learner, graph):
+    "One epoch: its batches (eagerly, or replayed by `graph`), then validation and `after_epoch`."
+    if self.batch == 0:  # not when a resumed run starts mid-epoch: `running` holds the first batches' sum
+        self.running.zero_()
+    self._epoch_done = False
+    try:
+        self("before_epoch")
+        if graph is not None:
+            graph.run_epoch()
+        else:
+            self._run_batches()
+    except CancelEpoch:
+        pass
+    self._end_epoch()
+    self._epoch_done = True
+    self("after_epoch")
+    self.batch = 0
+
+# %% ../nbs/03_training.ipynb #c3f5ce7d
+@patch
+def fit(
+    self: Learner,
+    epochs: int,  # passes over the training split
+    lr: float = 3e-3,  # peak learning rate
+    schedule: str = "onecycle",  # "onecycle" (warm up, then anneal) or "constant"
+    resume: str | Path | None = None,  # a checkpoint to continue from (same epochs, lr, schedule)
+) -> Learner:
+    "Train for `epochs`; validate after each; return self (see `history`)."
+    self._start_fit(epochs, lr, schedule, resume)
+    graph = self._setup_graph() if self.cuda_graph else None
+    self.model.train()
+    try:
+        self("before_fit")
+        for self.epoch in range(self.epoch, epochs):  # a resumed run starts at its checkpoint's epoch
+            self._run_epoch(graph)
+    except CancelFit:
+        pass
+    except BaseException:
+        try:  # let callbacks clean up (close bars, end runs), but report the original error
+            self("after_fit")
+        except Exception:
+            pass
+        raise
+    finally:
+        self.model.eval()
+    self("after_fit")
+    return self
+
+# %% ../nbs/03_training.ipynb #d5a4032c
 CHECKPOINT_FORMAT = "trainkit-checkpoint-1"
 
-def make_scheduler(
-    opt,  # the optimizer whose learning rate it sets
-    schedule: str,  # "onecycle" or "constant"
-    lr: float,  # the peak (one-cycle) or constant learning rate
-    total: int,  # optimizer steps in the whole run
-):
-    "One-cycle (warm up for a quarter of the steps, then anneal) or constant, for `total` steps."
-    if schedule == "constant":
-        return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
-    total = max(total, 2)
-    # Momentum is not cycled, so eager and CUDA-graph runs follow the same schedule; very short runs
-    # need a longer warm-up share, or the warm-up would have no length at all.
-    return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total, cycle_momentum=False,
-                                               pct_start=min(0.75, max(0.25, 1.5 / total)))
+@patch
+def checkpoint_state(self: Learner) -> dict:
+    "Everything a resumed run needs, as tensors and plain values (loadable with `weights_only=True`)."
+    pos = (self.epoch + 1, 0) if self._epoch_done else (self.epoch, self.batch)
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "model": self.model.state_dict(), "opt": self.opt.state_dict(), "sched": self.sched.state_dict(),
+        "scaler": self.scaler.state_dict() if self.scaler is not None else {},
+        "rng_cpu": torch.get_rng_state(),
+        "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "position": {"epoch": pos[0], "batch": pos[1], "step": self.step},
+        "plan": self._plan(),
+        "running": (self.running * 0 if self._epoch_done else self.running).detach().cpu(),
+        "history": self.history,
+        "callbacks": {type(cb).__name__: cb.state_dict() for cb in self.callbacks},
+    }
 
-# %% ../nbs/03_training.ipynb #413f5033
-class Learner:
-    "Train `model` on `data` (a `Datasets`): fit, validate, predict, checkpoint and resume."
+@patch
+def _plan(self: Learner) -> dict:
+    "The settings a resumed run must share with the run that saved the checkpoint."
+    return {"epochs": self.epochs, "lr": self.lr, "schedule": self.schedule, "batch_size": self.batch_size,
+            "seed": self.seed, "n_train": len(self.data.X_train)}
 
-    def __init__(
-        self,
-        model: nn.Module,  # any PyTorch module mapping a batch of X to outputs
-        data: Datasets,  # train/valid/test tensors from Step 1
-        loss=None,  # loss(out, y); default: cross-entropy (classification) or MSE (regression)
-        opt="adamw",  # "adamw" or a function params -> optimizer
-        callbacks=(),  # Callback objects (see trainkit.callbacks)
-        batch_size: int = 64,
-        weight_decay: float = 0.01,  # AdamW's decoupled weight decay
-        device=None,  # None: the best available (see `get_device`)
-        precision: str = "fp32",  # "fp32", "bf16" or "fp16" (the last two on CUDA only)
-        cuda_graph: bool = False,  # replay each training step as a CUDA graph (CUDA, in-memory data)
-        seed: int = 42,  # seeds shuffling and, at the start of `fit`, dropout (initialise the weights yourself, before)
-        max_device_bytes: int = 2**30,  # data larger than this streams through a DataLoader
-    ):
-        check_type(model, nn.Module, "Learner: model", "Pass a PyTorch module, e.g. MLP(n_in, n_out).")
-        check_type(data, Datasets, "Learner: data", "Use load_datasets(name) or datasets.from_splits(...).")
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise DataError(f"batch_size={batch_size!r}: must be a positive integer.")
-        if precision not in ("fp32", "bf16", "fp16"):
-            raise DataError(f"precision={precision!r}: use 'fp32', 'bf16' or 'fp16'.")
-        self.device = get_device(device)
-        if precision != "fp32" and self.device.type != "cuda":
-            warnings.warn(f"precision={precision!r} needs CUDA; training in fp32 on {self.device}.")
-            precision = "fp32"
-        self.model, self.loss_fn = model, loss or _default_loss(data)
-        self.opt_name, self.batch_size, self.weight_decay = opt, batch_size, weight_decay
-        self.precision, self.cuda_graph, self.seed = precision, cuda_graph, seed
-        self.callbacks = sorted(callbacks, key=lambda c: c.order)
-        nbytes = sum(t.element_size() * t.numel() for _, X, y in data.splits() for t in (X, y))
-        self.on_device = nbytes <= max_device_bytes
-        self.data = data.to(self.device) if self.on_device else data
-        self.model.to(self.device)
-        check_model(self.model, self.data)
-        self.history, self.opt, self.sched, self.scaler = [], None, None, None
-        self.epoch = self.batch = self.step = self.epochs = 0
-        self.lr, self.schedule, self._epoch_done = None, "onecycle", False
+@patch
+def save_checkpoint(self: Learner, path: str | Path) -> Path:
+    "Write a checkpoint atomically (temporary file, then rename): a crash never leaves half a file."
+    with atomic_write(path, "wb") as f:
+        torch.save(self.checkpoint_state(), f)
+    return Path(path)
 
-    # -- the loop -------------------------------------------------------------------------------
-    @property
-    def n_batches(self) -> int: return math.ceil(len(self.data.X_train) / self.batch_size)
+# %% ../nbs/03_training.ipynb #3bb70fb0
+@patch
+def load_checkpoint(self: Learner, path: str | Path):
+    "Restore a checkpoint saved by `save_checkpoint` (tensors only: no code runs while loading)."
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"Checkpoint {str(path)!r} does not exist.")
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise DataError(f"{path.name} is not a readable trainkit checkpoint ({type(e).__name__}: {str(e)[:200]}).") from e
+    if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
+        raise DataError(f"{path.name} is not a trainkit checkpoint (format {CHECKPOINT_FORMAT}).")
+    own, theirs = self.model.state_dict(), ck["model"]
+    bad = sorted(set(own) ^ set(theirs)) + [k for k in own if k in theirs and own[k].shape != theirs[k].shape]
+    if bad:
+        raise DataError(f"{path.name} holds a different model: parameters {bad[:5]} do not match this one's.")
+    if ck["plan"] != self._plan():
+        raise DataError(f"{path.name} was saved by a run with {ck['plan']}; this fit is {self._plan()}. "
+                        "Resume with the same epochs, lr, schedule, batch size, seed and data.")
+    self.model.load_state_dict(theirs)
+    self.opt.load_state_dict(ck["opt"])
+    self.sched.load_state_dict(ck["sched"])
+    if self.scaler is not None and ck["scaler"]:
+        self.scaler.load_state_dict(ck["scaler"])
+    torch.set_rng_state(ck["rng_cpu"])
+    if torch.cuda.is_available() and ck["rng_cuda"]:
+        torch.cuda.set_rng_state_all(ck["rng_cuda"])
+    self.epoch, self.batch, self.step = ck["position"]["epoch"], ck["position"]["batch"], ck["position"]["step"]
+    self.running = ck["running"].to(self.device)
+    self.history = ck["history"]
+    for cb in self.callbacks:
+        if type(cb).__name__ in ck["callbacks"]:
+            cb.load_state_dict(ck["callbacks"][type(cb).__name__])
 
-    def __call__(self, event: str):
-        for fn in self._handlers.get(event, ()):
-            fn(self)
-
-    def permutation(self, epoch: int) -> torch.Tensor:
-        "The order of the training rows in `epoch`: a function of the seed and the epoch alone."
-        g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
-        return torch.randperm(len(self.data.X_train), generator=g).to(self.data.X_train.device)
-
-    def batches(self, epoch: int, start: int = 0):
-        "(x, y) batches of `epoch` from batch `start` on: indexed on the device, or streamed."
-        X, y, bs, perm = self.data.X_train, self.data.y_train, self.batch_size, self.permutation(epoch)
-        if self.on_device:
-            for idx in perm.split(bs)[start:]:
-                yield X.index_select(0, idx), y.index_select(0, idx)  # cheaper to call than X[idx]
-        else:
-            from torch.utils.data import DataLoader, TensorDataset
-            # Its own generator, so the loader draws nothing from the global RNG (dropout's).
-            dl = DataLoader(TensorDataset(X, y), batch_size=bs, sampler=perm[start * bs:].tolist(),
-                            pin_memory=self.device.type == "cuda", generator=torch.Generator().manual_seed(self.seed))
-            for xb, yb in dl:
-                yield xb.to(self.device, non_blocking=True), yb.to(self.device, non_blocking=True)
-
-    def autocast(self):
-        "The mixed-precision context of this run (a no-op in fp32)."
-        if self.precision == "fp32":
-            return nullcontext()  # cheaper than a disabled autocast, and this runs every step
-        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
-        return torch.autocast(self.device.type, dtype=dtype, cache_enabled=False)
-
-    def _one_batch(self, xb, yb):
-        "Forward, loss, backward, update: one step."
-        with self.autocast():
-            self.out = self.model(xb)                       # feed forward
-            self.loss = self.loss_fn(self.out, yb)          # compute the loss
-        self("after_loss")
-        if self.scaler is not None:                         # fp16 needs its gradients scaled
-            self.scaler.scale(self.loss).backward()
-            self.scaler.step(self.opt)
-            self.scaler.update()
-        else:
-            self.loss.backward()                            # backpropagate
-            self.opt.step()                                 # update
-        self.opt.zero_grad(set_to_none=True)
-        self.sched.step()
-        self.running += self.loss.detach().float()          # summed on the device: no sync here
-        self("after_step")
-
-    def fit(
-        self,
-        epochs: int,  # passes over the training split
-        lr: float = 3e-3,  # peak learning rate
-        schedule: str = "onecycle",  # "onecycle" (warm up, then anneal) or "constant"
-        resume: str | Path | None = None,  # a checkpoint to continue from (same epochs, lr, schedule)
-    ) -> "Learner":
-        "Train for `epochs`; validate after each; return self (see `history`)."
-        if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
-            raise DataError(f"epochs={epochs!r}: must be a positive integer.")
-        if isinstance(lr, bool) or not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
-            raise DataError(f"lr={lr!r}: must be a positive number.")
-        if schedule not in ("onecycle", "constant"):
-            raise DataError(f"schedule={schedule!r}: use 'onecycle' or 'constant'.")
-        self.epochs, self.lr, self.schedule = epochs, float(lr), schedule
-        self._setup_optim()
-        self.epoch = self.batch = self.step = 0
-        self.running = torch.zeros((), device=self.device)
-        self.history = []
-        torch.manual_seed(self.seed)  # dropout draws from the global generators: same seed, same masks
-        if resume is not None:
-            self.load_checkpoint(resume)  # restores the generators as they were at the checkpoint
-        # Only events some callback handles are dispatched: an unused event costs one dict lookup.
-        self._handlers = {ev: fns for ev in EVENTS if (fns := [getattr(cb, ev) for cb in self.callbacks if hasattr(cb, ev)])}
-        graph = self._setup_graph() if self.cuda_graph else None
-        self.model.train()
-        try:
-            self("before_fit")
-            for self.epoch in range(self.epoch, epochs):
-                if self.batch == 0:
-                    self.running.zero_()
-                self._epoch_done = False
-                try:
-                    self("before_epoch")
-                    if graph is not None:
-                        graph.run_epoch()
-                    else:
-                        for xb, yb in self.batches(self.epoch, self.batch):
-                            try:
-                                self("before_batch")
-                                self._one_batch(xb, yb)
-                            except CancelBatch:
-                                pass
-                            self.batch += 1
-                            self.step += 1
-                            self("after_batch")
-                except CancelEpoch:
-                    pass
-                self._end_epoch()
-                self._epoch_done = True
-                self("after_epoch")
-                self.batch = 0
-        except CancelFit:
-            pass
-        except BaseException:
-            try:  # let callbacks clean up (close bars, end runs), but report the original error
-                self("after_fit")
-            except Exception:
-                pass
-            raise
-        finally:
-            self.model.eval()
-        self("after_fit")
-        return self
-
-    def _end_epoch(self):
-        "Train loss, validation loss and metrics into `history`: the epoch's one wait for the device."
-        running, res = self._evaluate("valid", self.running / max(self.batch, 1))
-        rec = {"epoch": self.epoch, "train_loss": running}
-        rec.update({f"valid_{k}" if k == "loss" else k: v for k, v in res.items()})
-        self.history.append(rec)
-        self.model.train()
-
-    # -- optimizer and schedule -----------------------------------------------------------------
-    def _setup_optim(self):
-        total = self.epochs * self.n_batches
-        self.opt = _make_opt(self.opt_name, self.model.parameters(), self.lr, self.weight_decay, self.device,
-                             capturable=self.cuda_graph and self.device.type == "cuda")
-        self.sched = make_scheduler(self.opt, self.schedule, self.lr, total)
-        self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
-
-    def lr_table(self) -> list[float]:
-        "The learning rate of every step of this fit, as its scheduler sets them (the CUDA-graph runner replays these)."
-        opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=self.lr)  # a stand-in: only its rate is read
-        sched, out = make_scheduler(opt, self.schedule, self.lr, self.epochs * self.n_batches), []
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "scheduler.step() before optimizer.step()": no step is wanted here
-            for _ in range(self.epochs * self.n_batches):
-                out.append(opt.param_groups[0]["lr"])
-                sched.step()  # an optimizer step on a dummy costs ~100x more and changes no rate
-        return out
-
-    # -- evaluation -----------------------------------------------------------------------------
-    @torch.no_grad()
-    def _outputs(self, X: torch.Tensor) -> torch.Tensor:
-        self.model.eval()
-        chunk = max(self.batch_size, 1024)
-        outs = []
-        for i in range(0, len(X), chunk):
-            with self.autocast():
-                outs.append(self.model(X[i:i + chunk].to(self.device, non_blocking=True)).float())
-        return outs[0] if len(outs) == 1 else torch.cat(outs)
-
-    def _evaluate(self, split: str, extra: torch.Tensor):
-        "(`extra` as a float, loss and metrics on `split`), read from the device in one transfer."
-        X, y = {n: (X, y) for n, X, y in self.data.splits()}[split]
-        y = y.to(self.device)
-        out = self._outputs(X)
-        loss = self.loss_fn(out, y).float()
-        if self.data.task == "classification":
-            stats = torch.cat([extra.reshape(1).double(), loss.reshape(1).double(),
-                               confusion(out.argmax(1), y, out.shape[1]).flatten()]).cpu()
-            k = out.shape[1]
-            return float(stats[0]), {"loss": float(stats[1]), **metrics_from_confusion(stats[2:].reshape(k, k))}
-        err = out.reshape(y.shape) - y.float()
-        stats = torch.stack([extra.float(), loss, err.abs().mean(), (err ** 2).mean()]).tolist()
-        return stats[0], {"loss": stats[1], "mae": stats[2], "rmse": math.sqrt(stats[3])}
-
-    def validate(self, split: str = "valid") -> dict[str, float]:
-        "Loss and metrics on a split ('train', 'valid' or 'test')."
-        return self._evaluate(split, torch.zeros((), device=self.device))[1]
-
-    def predict(self, X: torch.Tensor) -> torch.Tensor:
-        "Class probabilities (classification) or values (regression) for inputs `X`, on the CPU."
-        out = self._outputs(torch.as_tensor(X, dtype=self.data.X_train.dtype))
-        return (out.softmax(1) if self.data.task == "classification" else out.reshape(len(out))).cpu()
-
-    # -- checkpoints ----------------------------------------------------------------------------
-    def checkpoint_state(self) -> dict:
-        "Everything a resumed run needs, as tensors and plain values (loadable with `weights_only=True`)."
-        pos = (self.epoch + 1, 0) if self._epoch_done else (self.epoch, self.batch)
-        return {
-            "format": CHECKPOINT_FORMAT,
-            "model": self.model.state_dict(), "opt": self.opt.state_dict(), "sched": self.sched.state_dict(),
-            "scaler": self.scaler.state_dict() if self.scaler is not None else {},
-            "rng_cpu": torch.get_rng_state(),
-            "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "position": {"epoch": pos[0], "batch": pos[1], "step": self.step},
-            "plan": self._plan(),
-            "running": (self.running * 0 if self._epoch_done else self.running).detach().cpu(),
-            "history": self.history,
-            "callbacks": {type(cb).__name__: cb.state_dict() for cb in self.callbacks},
-        }
-
-    def _plan(self) -> dict:
-        return {"epochs": self.epochs, "lr": self.lr, "schedule": self.schedule, "batch_size": self.batch_size,
-                "seed": self.seed, "n_train": len(self.data.X_train)}
-
-    def save_checkpoint(self, path: str | Path) -> Path:
-        "Write a checkpoint atomically (temporary file, then rename): a crash never leaves half a file."
-        with atomic_write(path, "wb") as f:
-            torch.save(self.checkpoint_state(), f)
-        return Path(path)
-
-    def load_checkpoint(self, path: str | Path):
-        "Restore a checkpoint saved by `save_checkpoint` (tensors only: no code runs while loading)."
-        path = Path(path)
-        if not path.is_file():
-            raise DataError(f"Checkpoint {str(path)!r} does not exist.")
-        try:
-            ck = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:
-            raise DataError(f"{path.name} is not a readable trainkit checkpoint ({type(e).__name__}: {str(e)[:200]}).") from e
-        if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
-            raise DataError(f"{path.name} is not a trainkit checkpoint (format {CHECKPOINT_FORMAT}).")
-        own, theirs = self.model.state_dict(), ck["model"]
-        bad = sorted(set(own) ^ set(theirs)) + [k for k in own if k in theirs and own[k].shape != theirs[k].shape]
-        if bad:
-            raise DataError(f"{path.name} holds a different model: parameters {bad[:5]} do not match this one's.")
-        if ck["plan"] != self._plan():
-            raise DataError(f"{path.name} was saved by a run with {ck['plan']}; this fit is {self._plan()}. "
-                            "Resume with the same epochs, lr, schedule, batch size, seed and data.")
-        self.model.load_state_dict(theirs)
-        self.opt.load_state_dict(ck["opt"])
-        self.sched.load_state_dict(ck["sched"])
-        if self.scaler is not None and ck["scaler"]:
-            self.scaler.load_state_dict(ck["scaler"])
-        torch.set_rng_state(ck["rng_cpu"])
-        if torch.cuda.is_available() and ck["rng_cuda"]:
-            torch.cuda.set_rng_state_all(ck["rng_cuda"])
-        self.epoch, self.batch, self.step = ck["position"]["epoch"], ck["position"]["batch"], ck["position"]["step"]
-        self.running = ck["running"].to(self.device)
-        self.history = ck["history"]
-        for cb in self.callbacks:
-            if type(cb).__name__ in ck["callbacks"]:
-                cb.load_state_dict(ck["callbacks"][type(cb).__name__])
-
-    def _setup_graph(self):
-        "A CUDA-graph runner, or None (with a warning saying why) when this run cannot be captured."
-        try:
-            from trainkit.graphs import CudaGraphRunner  # Step 3c; only CUDA-graph runs need it
-            return CudaGraphRunner(self)
-        except Exception as e:
-            warnings.warn(f"CUDA-graph mode is off for this run ({type(e).__name__}: {e}); training eagerly.")
-            return None
-
-    def __repr__(self):
-        n = sum(p.numel() for p in self.model.parameters())
-        return f"Learner({type(self.model).__name__}, {n:,} parameters, {self.data.name or 'data'} on {self.device})"
+# %% ../nbs/03_training.ipynb #00cc88e1
+@patch
+def _setup_graph(self: Learner):
+    "A CUDA-graph runner, or None (with a warning saying why) when this run cannot be captured."
+    try:
+        from trainkit.graphs import CudaGraphRunner  # Step 3c; only CUDA-graph runs need it
+        return CudaGraphRunner(self)
+    except Exception as e:
+        warnings.warn(f"CUDA-graph mode is off for this run ({type(e).__name__}: {e}); training eagerly.")
+        return None

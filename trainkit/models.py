@@ -31,8 +31,11 @@ class LinearModel(nn.Module):
         super().__init__()
         self.linear = nn.Linear(n_in, n_out)
 
-    def forward(self, x): return self.linear(x.flatten(1)).squeeze(-1) if self.linear.out_features == 1 else self.linear(x.flatten(1))
+    def forward(self, x):
+        out = self.linear(x.flatten(1))
+        return out.squeeze(-1) if self.linear.out_features == 1 else out
 
+# %% ../nbs/02_models.ipynb #6c513629
 def fit_lbfgs(
     model: LinearModel,  # the model to fit, in place
     X: torch.Tensor, y: torch.Tensor,
@@ -75,6 +78,7 @@ ALIASES = {"precision_macro": "precision", "recall_macro": "recall", "f1_macro":
 # What `validate()` returns for a Learner or a SklearnModel, after every epoch: what training can monitor.
 TRAINING_METRICS = {"classification": ("loss", "accuracy", "precision", "recall", "f1"), "regression": ("loss", "mae", "rmse")}
 
+# %% ../nbs/02_models.ipynb #71042b1c
 def check_metric(
     name: str,  # a metric name or alias
     task: str,  # "classification" or "regression"
@@ -180,6 +184,7 @@ class MLP(nn.Module):
         out = self.net(x)
         return out.squeeze(-1) if self.n_out == 1 else out
 
+# %% ../nbs/02_models.ipynb #7d204620
 class CNN(nn.Module):
     "Two 3x3 convolutions with ReLU, max-pooling, and a linear head: for small images like 1x8x8 digits."
     def __init__(self, n_classes: int = 10, channels: tuple[int, int] = (16, 32), in_channels: int = 1, size: int = 8):
@@ -191,6 +196,7 @@ class CNN(nn.Module):
 
     def forward(self, x): return self.head(self.features(x))
 
+# %% ../nbs/02_models.ipynb #3650f685
 class GRUForecaster(nn.Module):
     "A GRU reads a (batch, time, features) window; a linear head predicts the next value from its last state."
     def __init__(self, n_in: int = 1, hidden: int = 32, layers: int = 1):
@@ -202,6 +208,7 @@ class GRUForecaster(nn.Module):
         out, _ = self.gru(x)
         return self.head(out[:, -1]).squeeze(-1)
 
+# %% ../nbs/02_models.ipynb #25091310
 class TransformerClassifier(nn.Module):
     "Token and position embeddings, a Transformer encoder, and a linear head on the first position's output."
     def __init__(self, vocab: int, n_classes: int, max_len: int = 64, d_model: int = 32, nhead: int = 4,
