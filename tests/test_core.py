@@ -62,3 +62,13 @@ def test_plot_style_without_pyplot():
     assert a.get_legend() is not None
     ax = style_axes(new_figure(pyplot=False)[1], "t", "x (mm)", "y (g)")
     assert ax.get_legend() is None  # nothing labelled, no empty legend
+
+
+def test_a_one_epoch_history_is_visible_with_whole_epoch_ticks():
+    "A run stopped after one epoch: both losses show a dot, and the x ticks are whole epochs, not 0.945, 0.960, ..."
+    fig, ax = new_figure(pyplot=False)
+    plot_history([{"epoch": 0, "train_loss": 0.9, "valid_loss": 1.0}], ax=ax)
+    assert all(l.get_marker() not in (None, "None", "") for l in ax.lines)  # a dashed line alone draws nothing for one point
+    fig.canvas.draw()
+    ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+    assert ticks and all(float(t).is_integer() for t in ticks), ticks

@@ -91,7 +91,7 @@ def test_reliability_draws_the_report_bins(binary, multi):
         dots = fig.axes[0].get_lines()[1]
         np.testing.assert_allclose(dots.get_xydata(), np.c_[r.calibration["confidence"], r.calibration["frequency"]])
         assert [p.get_height() for p in fig.axes[1].patches] == r.calibration["count"]
-        assert f"ECE {r.metrics['ece']:.3f}" in fig.axes[0].get_title()
+        assert f"ECE {r.metrics['ece']:.3f}" in fig.axes[0].get_title("left")
 
 
 def test_residuals_are_true_minus_predicted(regression):
@@ -158,3 +158,16 @@ def test_scoring_never_imports_matplotlib():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "", f"scoring imported {out.stdout.strip()}"
+
+
+def test_every_report_figure_is_in_the_course_style(binary, multi, regression):
+    "Each saved-report figure has a title, each axis labelled axes (a stacked panel shares its x label); lines use PALETTE."
+    from trainkit.core import PALETTE
+    for report in (binary, multi, regression):
+        for name, fig in plot_report(report).items():
+            assert any(ax.get_title(loc="left") or ax.get_title() for ax in fig.axes), name
+            for ax in fig.axes:  # an axis sharing x with a labelled one (a panel stacked above it) needs no x label of its own
+                xlabel = any(a.get_xlabel() for a in ax.get_shared_x_axes().get_siblings(ax))
+                assert xlabel and ax.get_ylabel(), (name, ax.get_xlabel(), ax.get_ylabel())
+            colours = [l.get_color() for ax in fig.axes for l in ax.lines if l.get_linestyle() not in (":",)]
+            assert all(c in PALETTE or c in ("k", "black", "#000000") for c in colours), (name, colours)

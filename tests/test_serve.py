@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import shutil
 import signal
 import threading
@@ -562,6 +563,41 @@ def test_check_records_a_failed_load_and_retries_it_after_retry_seconds(reg, lea
     text = metrics_text(s)
     assert 'trainkit_errors_total{endpoint="reload",kind="reload"} 1.0' in text and "trainkit_model_reloads_total 1.0" in text
     assert f'trainkit_model_info{{version="{v2}"}} 1.0' in text and 'trainkit_model_info{version="v1"}' not in text
+
+
+def test_an_unreadable_current_is_reported_once_per_retry_period(reg, caplog):
+    "CURRENT is read at every look (a repair is seen at once), but a failure to read it is logged and counted once per `retry`."
+    s = service(reg, retry=3600.0)
+    s.use(s.load())
+    (reg.root / "CURRENT").write_text("v9\n")  # behind the registry's back: promote() would refuse
+    with caplog.at_level(logging.ERROR, logger="trainkit.serve"):
+        for _ in range(3):
+            asyncio.run(s.check())
+    assert [r.getMessage()[:19] for r in caplog.records] == ["not serving CURRENT"]
+    assert 'trainkit_errors_total{endpoint="reload",kind="reload"} 1.0' in metrics_text(s)
+    s.retry = 0.0  # the period is over: reported again
+    asyncio.run(s.check())
+    assert 'trainkit_errors_total{endpoint="reload",kind="reload"} 2.0' in metrics_text(s)
+    s.retry = 3600.0
+    reg.promote("v1")  # repaired: the next look reads it, nothing more to report
+    asyncio.run(s.check())
+    assert s.served.version == "v1" and 'kind="reload"} 2.0' in metrics_text(s)
+
+
+def test_any_start_up_failure_with_a_registry_starts_unready(reg, rows):
+    "An OSError reading CURRENT at start-up is recorded like any failure of `check`: up, unready, then recovers."
+    current = reg.root / "CURRENT"
+    current.unlink()
+    current.mkdir()  # reading CURRENT now raises IsADirectoryError, an OSError (not a DataError)
+    with TestClient(create_app(reg, poll=0.05)) as c:
+        assert c.get("/health").status_code == 200 and c.get("/ready").status_code == 503
+        assert 'trainkit_errors_total{endpoint="reload",kind="reload"} 1.0' in c.get("/metrics").text
+        current.rmdir()
+        reg.promote("v1")
+        deadline = time.monotonic() + 10
+        while c.get("/ready").status_code != 200 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert c.post("/predict", json=rows[0]).json()["version"] == "v1"
 
 
 def test_check_never_raises(reg, monkeypatch):

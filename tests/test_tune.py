@@ -649,7 +649,8 @@ def test_panel_train_blocking_records_run_and_compare(penguins):
     fig = panel.compare(1, 2)
     assert isinstance(fig, Figure)
     labels = [ln.get_label() for ln in fig.axes[0].get_lines()]
-    assert labels == ["run 1 valid", "run 1 train", "run 2 valid", "run 2 train"]
+    assert labels == ["run 1 (lr 0.01, epochs 2) valid", "run 1 (lr 0.01, epochs 2) train",
+                      "run 2 (lr 0.001, epochs 3) valid", "run 2 (lr 0.001, epochs 3) train"]  # the values that differ
     assert len(fig.axes[0].get_lines()[2].get_xdata()) == 3
     for a, b in [(1, 3), (0, 1), (2, -1)]:
         with pytest.raises(DataError, match="No run"):

@@ -120,6 +120,9 @@ def style_axes(
     ax.set_ylabel(ylabel)
     if integer_x:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        lo, hi = ax.get_xlim()
+        if hi - lo < 2:  # one epoch drawn: widen, or the ticks land on fractions
+            ax.set_xlim((lo + hi) / 2 - 1, (lo + hi) / 2 + 1)
     ax.grid(True, alpha=0.3, linewidth=0.6)
     ax.spines[["top", "right"]].set_visible(False)
     labelled = [h for h in ax.get_legend_handles_labels()[1] if not h.startswith("_")]
@@ -143,7 +146,8 @@ def plot_history(
     epochs = [h["epoch"] + 1 for h in history]
     line, = ax.plot(epochs, [h[keys[0]] for h in history], "o-", ms=3, label=f"{label} {keys[0]}".strip())
     for k in keys[1:]:
-        ax.plot(epochs, [h[k] for h in history], "--", color=line.get_color(), label=f"{label} {k}".strip())
+        ax.plot(epochs, [h[k] for h in history], "--", marker="o", mfc="none", ms=3,  # hollow dots: one epoch still shows
+                color=line.get_color(), label=f"{label} {k}".strip())
     return style_axes(ax, title, "epoch", ylabel, integer_x=True, legend=legend)
 
 # %% ../nbs/00_core.ipynb #83adeb50

@@ -20,7 +20,8 @@ import numpy as np
 import pandas as pd
 
 from . import __version__
-from .core import MAX_INDEX, DataError, put_file, read_file, read_sealed, seal, sha256, staged_folder
+from .core import DataError
+from .files import MAX_INDEX, put_file, read_file, read_sealed, seal, sha256, staged_folder
 from .export import Bundle, cpu_session, load_bundle, model_inputs, read_preprocessor
 from .prep import Preprocessor
 
@@ -49,6 +50,7 @@ def _run(session, X: np.ndarray, task: str) -> np.ndarray:
     e = np.exp(out - out.max(1, keepdims=True))
     return e / e.sum(1, keepdims=True)
 
+# %% ../nbs/06c_edge.ipynb #de7e4c11
 def parity(
     reference: np.ndarray,  # fp32 probabilities (n, k) or values (n,)
     other: np.ndarray,  # the int8 model's, for the same records
@@ -78,6 +80,7 @@ def _quantize_dynamic(q, model, out: Path, **kwargs):
     finally:
         root.removeFilter(quiet)
 
+# %% ../nbs/06c_edge.ipynb #0d26434c
 def _source(bundle: Bundle) -> tuple[dict, bytes | None]:
     "The bundle's identity (version, manifest sha256) and its preprocessor.json bytes, both re-verified."
     blob = read_file(bundle.path, "manifest.json", cap=MAX_INDEX)
@@ -88,6 +91,13 @@ def _source(bundle: Bundle) -> tuple[dict, bytes | None]:
     return {"version": bundle.manifest["version"], "manifest_sha256": sha256(blob), "data": bundle.manifest["data"],
             "model": bundle.manifest["model"]}, pre
 
+def _integer_ops(onnx, blob: bytes, op_types) -> list[str]:
+    "The integer operators of a quantized graph; DataError if no weight was quantized (nothing would be gained)."
+    graph = onnx.load_from_string(blob).graph
+    if not any(t.data_type in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8) for t in graph.initializer):
+        raise DataError(f"{MODEL}: no {'/'.join(op_types)} weights were quantized; nothing would be gained.")
+    return sorted({n.op_type for n in graph.node if n.op_type.endswith("Integer")})
+
 def _meta(bundle: Bundle, source: dict, quant: dict, tol: dict, check: dict, files: dict) -> dict:
     ort = _need("onnxruntime")
     return {"format": FORMAT, "source": source, "task": bundle.task, "classes": bundle.classes,
@@ -96,6 +106,7 @@ def _meta(bundle: Bundle, source: dict, quant: dict, tol: dict, check: dict, fil
             "created_with": {"trainkit": __version__, "onnxruntime": ort.__version__, "python": platform.python_version()},
             "files": files}
 
+# %% ../nbs/06c_edge.ipynb #6b024099
 def quantize(
     bundle: Bundle | str | Path,  # a loaded bundle, or the path of one (verified here)
     dest: str | Path,  # the edge model's folder; must not exist yet
@@ -106,8 +117,7 @@ def quantize(
     tolerance: dict | None = None,  # overrides of TOLERANCE
 ) -> Path:
     "Quantize a bundle's ONNX graph to int8 (dynamic), check parity on `records`, write a verified edge folder."
-    onnx = _need("onnx")
-    q = _need("onnxruntime.quantization")
+    onnx, q = _need("onnx"), _need("onnxruntime.quantization")  # optional packages: a clear message if missing
     bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
     if weight_type not in WEIGHT_TYPES:
         raise DataError(f"weight_type={weight_type!r}: use one of {WEIGHT_TYPES}.")
@@ -119,14 +129,11 @@ def quantize(
     X = bundle.inputs(records)
     if len(X) == 0:
         raise DataError("records: no records to check parity on; pass held-out records (e.g. the validation split).")
-    with staged_folder(dest) as tmp:  # the whole sealed folder, or nothing (Step 0)
+    with staged_folder(dest) as tmp:  # the whole sealed folder, or nothing (06_files)
         _quantize_dynamic(q, onnx.load_from_string(bundle.onnx_bytes), tmp / MODEL, op_types_to_quantize=list(op_types),
                           per_channel=per_channel, weight_type=getattr(q.QuantType, weight_type))
         blob = (tmp / MODEL).read_bytes()
-        graph = onnx.load_from_string(blob).graph
-        if not any(t.data_type in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8) for t in graph.initializer):
-            raise DataError(f"{MODEL}: no {'/'.join(op_types)} weights were quantized; nothing would be gained.")
-        ops = sorted({n.op_type for n in graph.node if n.op_type.endswith("Integer")})
+        ops = _integer_ops(onnx, blob, op_types)
         check = parity(_run(cpu_session(bundle.onnx_bytes), X, bundle.task),
                        _run(cpu_session(blob, name=MODEL), X, bundle.task), tol)
         if not check["ok"]:
@@ -189,6 +196,7 @@ def latency(
                 t.append(time.perf_counter() - start)
     return [float(np.median(t)) * 1e6 for t in times]
 
+# %% ../nbs/06c_edge.ipynb #d6c67354
 def _targets(bundle: Bundle, records, y) -> np.ndarray:
     if y is None:
         target = bundle.manifest["input"].get("target")
@@ -203,6 +211,7 @@ def _targets(bundle: Bundle, records, y) -> np.ndarray:
         return idx
     return y
 
+# %% ../nbs/06c_edge.ipynb #bccbce16
 def compare(
     bundle: Bundle,  # the fp32 bundle the edge model was made from
     edge: EdgeModel,  # the int8 edge model

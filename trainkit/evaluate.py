@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from fastcore.basics import patch
 from sklearn.metrics import (accuracy_score, average_precision_score, confusion_matrix, f1_score, mean_absolute_error,
                              precision_recall_fscore_support, r2_score, roc_auc_score, root_mean_squared_error)
 from sklearn.preprocessing import label_binarize
@@ -28,19 +29,8 @@ from .datasets import Datasets
 from .models import METRICS, check_metric
 
 # %% auto #0
-__all__ = ['REPORT_METRICS', 'REPORT_FORMAT', 'check_metrics', 'at_threshold', 'calibration_bins', 'score_classification',
-           'score_regression', 'score_slices', 'Report', 'compare', 'ReusedTestSetWarning', 'n_test_uses', 'evaluate']
-
-# %% ../nbs/05_evaluation.ipynb #c5e1ae22
-REPORT_METRICS = {task: tuple(m for m, (t, _, _) in METRICS.items() if t == task)  # what a Report holds, by task
-                  for task in ("classification", "regression")}
-
-def check_metrics(
-    names,  # metric names or aliases (one name or a list)
-    task: str,  # "classification" or "regression"
-) -> list[str]:
-    "The canonical names of `names` among a report's metrics; DataError for an unknown name or another task's metric."
-    return [check_metric(n, task, among=REPORT_METRICS[task]) for n in ([names] if isinstance(names, str) else names)]
+__all__ = ['REPORT_METRICS', 'REPORT_FORMAT', 'at_threshold', 'calibration_bins', 'score_classification', 'score_regression',
+           'score_slices', 'check_metrics', 'Report', 'compare', 'ReusedTestSetWarning', 'n_test_uses', 'evaluate']
 
 # %% ../nbs/05_evaluation.ipynb #64788742
 def at_threshold(
@@ -114,6 +104,7 @@ def score_classification(
     return {"metrics": {n: None if v is None else float(v) for n, v in m.items()}, "per_class": per_class,
             "confusion": confusion_matrix(y, pred, labels=list(range(k))).tolist(), "calibration": cal}
 
+# %% ../nbs/05_evaluation.ipynb #e5a10008
 def score_regression(
     y_true,  # true values
     pred,  # predicted values
@@ -143,17 +134,19 @@ def score_slices(
         out[str(g)] = {"n": int(rows.sum()), **{name: float(fn(y[rows], pred[rows])) for name, fn in fns.items()}}
     return out
 
+# %% ../nbs/05_evaluation.ipynb #c5e1ae22
+REPORT_METRICS = {task: tuple(m for m, (t, _, _) in METRICS.items() if t == task)  # what a Report holds, by task
+                  for task in ("classification", "regression")}
+
+def check_metrics(
+    names,  # metric names or aliases (one name or a list)
+    task: str,  # "classification" or "regression"
+) -> list[str]:
+    "The canonical names of `names` among a report's metrics; DataError for an unknown name or another task's metric."
+    return [check_metric(n, task, among=REPORT_METRICS[task]) for n in ([names] if isinstance(names, str) else names)]
+
 # %% ../nbs/05_evaluation.ipynb #0588f87d
-REPORT_FORMAT = "trainkit-report-1"
-
-def _fmt(v) -> str:
-    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4f}" if isinstance(v, float) else str(v)
-
-def _md(df: pd.DataFrame) -> str:
-    "A DataFrame as a Markdown table (without the optional `tabulate` package)."
-    head = [str(df.index.name or "")] + [str(c) for c in df.columns]
-    rows = [[str(i)] + [_fmt(v) for v in row] for i, row in zip(df.index, df.itertuples(index=False))]
-    return "\n".join(["| " + " | ".join(r) + " |" for r in [head, ["---"] * len(head)] + rows])
+REPORT_FORMAT = "trainkit-report-1"  # the "format" every saved report.json declares
 
 @dataclass
 class Report:
@@ -179,77 +172,100 @@ class Report:
         "One headline number by name or alias ('auc', 'f1'); DataError if it is not this task's."
         return self.metrics[check_metrics(name, self.task)[0]]
 
-    def at_threshold(self, t: float) -> dict:
-        "A binary report's confusion matrix, precision, recall and F1 at threshold t: the function `at_threshold`."
-        if self.task != "classification" or len(self.classes) != 2:
-            raise DataError(f"A threshold needs a binary classification report; this one is {self.task}"
-                            f"{f' with {len(self.classes)} classes' if self.classes else ''}.")
-        return at_threshold(self.y_true, self.scores[:, 1], t)  # the module's function, on this report's scores
-
     def table(self, metrics: list[str] | None = None) -> pd.DataFrame:
         "A one-row summary: data, split, rows and the headline metrics (all, or the ones named)."
         names = check_metrics(metrics, self.task) if metrics is not None else list(self.metrics)
         row = {"data": self.data, "split": self.split, "n": self.n, **{k: self.metrics[k] for k in names}}
         return pd.DataFrame([row], index=pd.Index([self.model], name="model"))
 
-    def _frames(self) -> dict[str, pd.DataFrame]:
-        "The report's tables by title."
-        out = {"metrics": self.table()}
-        if self.per_class:
-            out["per class"] = pd.DataFrame.from_dict(self.per_class, orient="index").rename_axis("class")
-            out["confusion (rows: true, columns: predicted)"] = pd.DataFrame(
-                self.confusion, index=pd.Index(self.classes, name="true"), columns=self.classes)
-        if self.slices:
-            out["slices"] = pd.DataFrame.from_dict(self.slices, orient="index").rename_axis("group")
-        return out
+# %% ../nbs/05_evaluation.ipynb #e5a10013
+@patch
+def at_threshold(self: Report, t: float) -> dict:
+    "A binary report's confusion matrix, precision, recall and F1 at threshold t: the function `at_threshold`."
+    if self.task != "classification" or len(self.classes) != 2:
+        raise DataError(f"A threshold needs a binary classification report; this one is {self.task}"
+                        f"{f' with {len(self.classes)} classes' if self.classes else ''}.")
+    return at_threshold(self.y_true, self.scores[:, 1], t)  # the module's function, on this report's scores
 
-    def _title(self) -> str:
-        t = f", threshold {self.threshold:g}" if self.threshold is not None else ""
-        return f"{self.model} on {self.data}, {self.split} split ({self.n} rows{t})"
+# %% ../nbs/05_evaluation.ipynb #e5a10016
+@patch
+def _frames(self: Report) -> dict[str, pd.DataFrame]:
+    "The report's tables by title."
+    out = {"metrics": self.table()}
+    if self.per_class:
+        out["per class"] = pd.DataFrame.from_dict(self.per_class, orient="index").rename_axis("class")
+        out["confusion (rows: true, columns: predicted)"] = pd.DataFrame(
+            self.confusion, index=pd.Index(self.classes, name="true"), columns=self.classes)
+    if self.slices:
+        out["slices"] = pd.DataFrame.from_dict(self.slices, orient="index").rename_axis("group")
+    return out
 
-    def to_markdown(self) -> str:
-        "The report as Markdown: a title and one table per part."
-        return "\n\n".join([f"### {self._title()}"] + [f"**{k}**\n\n{_md(v)}" for k, v in self._frames().items()]) + "\n"
+@patch
+def _title(self: Report) -> str:
+    t = f", threshold {self.threshold:g}" if self.threshold is not None else ""
+    return f"{self.model} on {self.data}, {self.split} split ({self.n} rows{t})"
 
-    def _repr_markdown_(self): return self.to_markdown()
+# %% ../nbs/05_evaluation.ipynb #e5a10018
+def _fmt(v) -> str:
+    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4f}" if isinstance(v, float) else str(v)
 
-    def _repr_html_(self):
-        parts = [f"<h4>{self._title()}</h4>"]
-        parts += [f"<p><b>{k}</b></p>{v.to_html(float_format=lambda x: f'{x:.4f}', na_rep='–')}"
-                  for k, v in self._frames().items()]
-        return "".join(parts)
+def _md(df: pd.DataFrame) -> str:
+    "A DataFrame as a Markdown table (without the optional `tabulate` package)."
+    head = [str(df.index.name or "")] + [str(c) for c in df.columns]
+    rows = [[str(i)] + [_fmt(v) for v in row] for i, row in zip(df.index, df.itertuples(index=False))]
+    return "\n".join(["| " + " | ".join(r) + " |" for r in [head, ["---"] * len(head)] + rows])
 
-    def to_json(self) -> dict:
-        "Everything as plain Python types: `json.dumps` works, `Report.from_json` reads it back."
-        d = {f.name: getattr(self, f.name) for f in fields(self)}
-        d.update(format=REPORT_FORMAT, y_true=self.y_true.tolist(), scores=self.scores.tolist())
-        return d
+@patch
+def to_markdown(self: Report) -> str:
+    "The report as Markdown: a title and one table per part."
+    return "\n\n".join([f"### {self._title()}"] + [f"**{k}**\n\n{_md(v)}" for k, v in self._frames().items()]) + "\n"
 
-    @classmethod
-    def from_json(cls, d: dict) -> "Report":
-        "A Report from the dict `to_json` made."
-        if d.get("format") != REPORT_FORMAT:
-            raise DataError(f"Not a trainkit report (format {d.get('format')!r}, expected {REPORT_FORMAT!r}).")
-        kw = {f.name: d[f.name] for f in fields(cls)}
-        return cls(**{**kw, "y_true": np.asarray(d["y_true"]), "scores": np.asarray(d["scores"], dtype=float)})
+@patch
+def _repr_markdown_(self: Report): return self.to_markdown()
 
-    def plots(self, normalize: bool = False) -> dict:
-        "Matplotlib figures by name (Step 5b): confusion, roc, pr and reliability, or residuals for regression."
-        from trainkit.plots import plot_report  # here, not at the top: scoring never needs matplotlib
-        return plot_report(self, normalize)
+@patch
+def _repr_html_(self: Report):
+    parts = [f"<h4>{self._title()}</h4>"]
+    parts += [f"<p><b>{k}</b></p>{v.to_html(float_format=lambda x: f'{x:.4f}', na_rep='–')}"
+              for k, v in self._frames().items()]
+    return "".join(parts)
 
-    def save(self, folder: str | Path) -> Path:
-        "Write one PNG per plot, report.md and (last) report.json into `folder`, each file atomically."
-        folder = Path(folder)
-        plots = self.plots()
-        for name, fig in plots.items():
-            with atomic_write(folder / f"{name}.png", "wb") as f:  # a temporary file, renamed into place
-                fig.savefig(f, format="png", dpi=110)
-        with atomic_write(folder / "report.md") as f:  # the tables, then the plots beside them
-            f.write(self.to_markdown() + "\n\n" + "\n\n".join(f"![{n}]({n}.png)" for n in plots) + "\n")
-        with atomic_write(folder / "report.json") as f:
-            json.dump(self.to_json(), f, indent=1)
-        return folder
+# %% ../nbs/05_evaluation.ipynb #e5a10021
+@patch
+def to_json(self: Report) -> dict:
+    "Everything as plain Python types: `json.dumps` works, `Report.from_json` reads it back."
+    d = {f.name: getattr(self, f.name) for f in fields(self)}
+    d.update(format=REPORT_FORMAT, y_true=self.y_true.tolist(), scores=self.scores.tolist())
+    return d
+
+@patch(cls_method=True)
+def from_json(cls: Report, d: dict) -> Report:
+    "A Report from the dict `to_json` made."
+    if d.get("format") != REPORT_FORMAT:
+        raise DataError(f"Not a trainkit report (format {d.get('format')!r}, expected {REPORT_FORMAT!r}).")
+    kw = {f.name: d[f.name] for f in fields(cls)}
+    return cls(**{**kw, "y_true": np.asarray(d["y_true"]), "scores": np.asarray(d["scores"], dtype=float)})
+
+# %% ../nbs/05_evaluation.ipynb #e5a10024
+@patch
+def plots(self: Report, normalize: bool = False) -> dict:
+    "Matplotlib figures by name (Step 5b): confusion, roc, pr and reliability, or residuals for regression."
+    from trainkit.plots import plot_report  # here, not at the top: scoring never needs matplotlib
+    return plot_report(self, normalize)
+
+@patch
+def save(self: Report, folder: str | Path) -> Path:
+    "Write one PNG per plot, report.md and (last) report.json into `folder`, each file atomically."
+    folder = Path(folder)
+    plots = self.plots()
+    for name, fig in plots.items():
+        with atomic_write(folder / f"{name}.png", "wb") as f:  # a temporary file, renamed into place
+            fig.savefig(f, format="png", dpi=110)
+    with atomic_write(folder / "report.md") as f:  # the tables, then the plots beside them
+        f.write(self.to_markdown() + "\n\n" + "\n\n".join(f"![{n}]({n}.png)" for n in plots) + "\n")
+    with atomic_write(folder / "report.json") as f:
+        json.dump(self.to_json(), f, indent=1)
+    return folder
 
 def compare(
     reports: list[Report],  # reports of the same task, e.g. several models on one split
@@ -302,17 +318,9 @@ def _scores(model, X: torch.Tensor, data: Datasets) -> np.ndarray:
         raise DataError("predict must return class probabilities (each row in [0, 1], summing to 1), not logits.")
     return s
 
-# %% ../nbs/05_evaluation.ipynb #c6c69a48
-def evaluate(
-    model_or_learner,  # a Learner, or anything with predict(X) -> probabilities (n, k) or values (n,)
-    data: Datasets,  # the data; one of its splits is scored
-    split: str = "test",  # "train", "valid" or "test" (score the test split once, at the end)
-    group=None,  # slices: a column of the split's rows (e.g. "island"), or one value per row in its order
-    threshold: float | None = None,  # binary classifiers: predict positive when p1 >= threshold
-    name: str | None = None,  # the model's name in tables (default: its class name)
-    n_bins: int = 10,  # calibration bins
-) -> Report:
-    "Score a model on one split of `data`; return a `Report`. Warns when a test split is scored twice."
+# %% ../nbs/05_evaluation.ipynb #e5a10026
+def _split_xy(data: Datasets, split: str, threshold: float | None) -> tuple:
+    "(X, y) of `split`, once data, split and threshold are known to be good."
     check_type(data, Datasets, "evaluate: data", "Call evaluate(model, data, split), e.g. evaluate(learn, penguins, 'test').")
     check_type(split, str, "evaluate: split", "Use 'train', 'valid' or 'test'.")
     parts = {s: (X, y) for s, X, y in data.splits()}
@@ -324,6 +332,10 @@ def evaluate(
     if threshold is not None and (data.n_classes != 2 or not 0 <= threshold <= 1):
         raise DataError(f"threshold={threshold!r}: only for binary classifiers, and a number in [0, 1] "
                         f"(this is a {data.task} task with {data.n_classes} classes).")
+    return X, y
+
+def _group_values(data: Datasets, split: str, group, n: int) -> np.ndarray | None:
+    "One group value per row of the split: `group` itself, or the column of the split's rows it names."
     if isinstance(group, str):  # a column of the rows behind the split
         rows = data.rows(split)
         if group not in rows.columns:
@@ -331,12 +343,27 @@ def evaluate(
         group = rows[group]
     if group is not None:
         group = np.asarray(group, dtype=object)  # by position: a Series' index is ignored
-        if group.ndim != 1 or len(group) != len(y):
-            raise DataError(f"group has {len(group)} values but the {split} split has {len(y)} rows; pass one "
+        if group.ndim != 1 or len(group) != n:
+            raise DataError(f"group has {len(group)} values but the {split} split has {n} rows; pass one "
                             f"value per row in the split's order, or a column name (group='island').")
+    return group
+
+# %% ../nbs/05_evaluation.ipynb #c6c69a48
+def evaluate(
+    model_or_learner,  # a Learner, or anything with predict(X) -> probabilities (n, k) or values (n,)
+    data: Datasets,  # the data; one of its splits is scored
+    split: str = "test",  # "train", "valid" or "test" (score the test split once, at the end)
+    group=None,  # slices: a column of the split's rows (e.g. "island"), or one value per row in its order
+    threshold: float | None = None,  # binary classifiers: predict positive when p1 >= threshold
+    name: str | None = None,  # the model's name in tables (default: its class name)
+    n_bins: int = 10,  # calibration bins
+) -> Report:
+    "Score a model on one split of `data`; return a `Report`. Warns when a test split is scored twice."
+    X, y = _split_xy(data, split, threshold)
+    group = _group_values(data, split, group, len(y))
     scores, y = _scores(model_or_learner, X, data), y.cpu().numpy()
     if split == "test":
-        _record_test_use(data)
+        _record_test_use(data)  # counted once the model has answered: a mistake above is not a look
     if data.task == "regression":
         y = y.astype(np.float64)
     inner = getattr(model_or_learner, "model", getattr(model_or_learner, "estimator", model_or_learner))

@@ -23,9 +23,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from fastcore.basics import patch
 
 from . import __version__
-from .core import DataError, check_type, jsonable, pick, put_file, read_sealed, seal, staged_folder
+from .core import DataError, check_type, pick
+from .files import jsonable, put_file, read_sealed, seal, staged_folder
 from .prep import MISSING, Preprocessor
 
 # %% auto #0
@@ -65,6 +67,7 @@ def build_model(spec: dict) -> nn.Module:
     except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as e:
         raise DataError(f"manifest.json: cannot rebuild a model from {spec!r} ({e}).") from e
 
+# %% ../nbs/06a_export.ipynb #a31416d7
 def model_spec(model: nn.Module) -> dict:
     "Class name and constructor arguments that rebuild `model` (an MLP, CNN or LinearModel), read from its layers."
     from torch import nn
@@ -111,10 +114,6 @@ def data_sha256(data) -> str:
     return h.hexdigest()
 
 # %% ../nbs/06a_export.ipynb #50f5f457
-FORMAT = {"name": "trainkit-bundle", "version": 1}
-FILES = ("weights.safetensors", "preprocessor.json", "model.onnx")  # what a manifest may list
-MAX_HEADER = 100 * 2**20  # bytes; a bigger safetensors header is refused before safetensors sees it
-
 def _need(module: str):
     try:
         return importlib.import_module(module)
@@ -130,9 +129,19 @@ def _onnx_bytes(model: nn.Module, input_shape: tuple) -> bytes:
                           dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}}, opset_version=17, dynamo=False)
     return buf.getvalue()
 
-def _next_version(dest: Path) -> str:
+# %% ../nbs/06a_export.ipynb #02c36d22
+FORMAT = {"name": "trainkit-bundle", "version": 1}
+FILES = ("weights.safetensors", "preprocessor.json", "model.onnx")  # what a manifest may list
+
+def _version_name(dest: Path, version: str | None) -> str:
+    "`version`, or the next free v1, v2, ... in `dest`; refused if it is not a safe folder name or exists already."
     nums = [int(m[1]) for p in dest.iterdir() if (m := re.fullmatch(r"v(\d+)", p.name))]
-    return f"v{max(nums, default=0) + 1}"
+    version = version or f"v{max(nums, default=0) + 1}"
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", version):
+        raise DataError(f"version={version!r}: use letters, digits, '.', '_' and '-' (e.g. 'v3').")
+    if (dest / version).exists():
+        raise DataError(f"Bundle {dest / version} already exists; a version is never overwritten: pass a new version=.")
+    return version
 
 def _manifest(learner, pre, report, version, spec, files) -> dict:
     import torch
@@ -151,6 +160,7 @@ def _manifest(learner, pre, report, version, spec, files) -> dict:
                             "optimizer": learner.opt_name if isinstance(learner.opt_name, str) else repr(learner.opt_name)},
         "training_data_sha256": data_sha256(data), "files": files})
 
+# %% ../nbs/06a_export.ipynb #6042446d
 def export(
     learner,  # a trained Learner whose model is an MLP, CNN or LinearModel
     dest: str | Path,  # the folder that holds the versions (created if missing)
@@ -164,12 +174,7 @@ def export(
     st = _need("safetensors.torch")
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
-    version = version or _next_version(dest)
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", version):
-        raise DataError(f"version={version!r}: use letters, digits, '.', '_' and '-' (e.g. 'v3').")
-    final = dest / version
-    if final.exists():
-        raise DataError(f"Bundle {final} already exists; a version is never overwritten: pass a new version=.")
+    final = dest / _version_name(dest, version)
     data = learner.data
     pre = preprocessor if preprocessor is not None else (data.preprocessor if data.kind == "tabular" else None)
     spec = model_spec(learner.model)
@@ -177,12 +182,14 @@ def export(
     blobs = {"weights.safetensors": st.save({k: v.contiguous() for k, v in model.state_dict().items()}),
              "preprocessor.json": json.dumps(pre.to_dict(), indent=1, allow_nan=False).encode() if pre else None,
              "model.onnx": _onnx_bytes(model, data.input_shape)}
-    with staged_folder(final) as tmp:  # all files, sealed, or no folder at all (Step 0's sealed folders)
+    with staged_folder(final) as tmp:  # all files, sealed, or no folder at all (06_files)
         files = {name: put_file(tmp, name, blob) for name, blob in blobs.items() if blob is not None}
-        seal(tmp, "manifest.json", _manifest(learner, pre, report, version, spec, files))
+        seal(tmp, "manifest.json", _manifest(learner, pre, report, final.name, spec, files))
     return final
 
 # %% ../nbs/06a_export.ipynb #502baaf3
+MAX_HEADER = 100 * 2**20  # bytes; a bigger safetensors header is refused before safetensors sees it
+
 def check_safetensors_header(blob: bytes, name: str = "weights.safetensors", cap: int | None = None):
     "Refuse a safetensors file whose declared header is longer than the file or than `cap` bytes (default MAX_HEADER)."
     cap = MAX_HEADER if cap is None else cap
@@ -192,8 +199,9 @@ def check_safetensors_header(blob: bytes, name: str = "weights.safetensors", cap
     if n > min(len(blob) - 8, cap):
         raise DataError(f"{name}: the header claims {n} bytes in a {len(blob)}-byte file (limit {cap}); refusing it.")
 
+# %% ../nbs/06a_export.ipynb #7fe6ac03
 def _load_model(spec: dict, blob: bytes) -> nn.Module:
-    check_safetensors_header(blob)
+    check_safetensors_header(blob)  # a forged header length is refused before safetensors reads the file
     try:
         state = _need("safetensors.torch").load(blob)
     except Exception as e:  # safetensors raises its own error type for any malformed file
@@ -232,6 +240,7 @@ def model_inputs(pre: Preprocessor | None, shape: list, records) -> np.ndarray:
         return X
     return pre.transform(pre.select(records if isinstance(records, pd.DataFrame) else pd.DataFrame(list(records))))
 
+# %% ../nbs/06a_export.ipynb #468e3da3
 class Bundle:
     "A verified bundle: its manifest, preprocessor, ONNX graph and (built when first asked for) the torch model."
 
@@ -261,19 +270,22 @@ class Bundle:
         "The model's float32 input for raw records (tabular) or a prepared array (images, sequences)."
         return model_inputs(self.preprocessor, self.manifest["input"]["shape"], records)
 
-    def predict(self, records, engine: str = "torch") -> np.ndarray:
-        "Class probabilities (n, k) or values (n,) for raw records; engine 'torch' or 'onnx'."
-        import torch
-        X = self.inputs(records)
-        if engine == "torch":
-            with torch.no_grad():
-                out = self.model(torch.from_numpy(X))
-        elif engine == "onnx":
-            out = torch.from_numpy(self.onnx_session().run(None, {"input": X})[0])
-        else:
-            raise DataError(f"engine={engine!r}: use 'torch' or 'onnx'.")
-        return (out.softmax(1) if self.task == "classification" else out.reshape(len(out))).numpy()
+# %% ../nbs/06a_export.ipynb #85f1cb35
+@patch
+def predict(self: Bundle, records, engine: str = "torch") -> np.ndarray:
+    "Class probabilities (n, k) or values (n,) for raw records; engine 'torch' or 'onnx'."
+    import torch
+    X = self.inputs(records)
+    if engine == "torch":
+        with torch.no_grad():
+            out = self.model(torch.from_numpy(X))
+    elif engine == "onnx":
+        out = torch.from_numpy(self.onnx_session().run(None, {"input": X})[0])
+    else:
+        raise DataError(f"engine={engine!r}: use 'torch' or 'onnx'.")
+    return (out.softmax(1) if self.task == "classification" else out.reshape(len(out))).numpy()
 
+# %% ../nbs/06a_export.ipynb #2cbab4dc
 def read_preprocessor(blob: bytes | None) -> Preprocessor | None:
     "The Preprocessor in a verified preprocessor.json's bytes (JSON: no code runs); None when there is none."
     if blob is None:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
+from fastcore.basics import patch
 from scipy import stats
 
 from .core import DataError
@@ -55,6 +56,41 @@ def _missing_p(n_missing: int, n: int, prof: dict) -> float:
         return 1.0
     return float(stats.chi2_contingency(table).pvalue)
 
+def _with_missing(shares, m: float) -> list:
+    "The present values' shares scaled to (1 - m), then m: 'missing' as one more bin."
+    return [s * (1 - m) for s in shares] + [m]
+
+# %% ../nbs/06d_monitor.ipynb #bb3b7228
+def _numeric_drift(prof: dict, present: list, miss: float) -> tuple[dict, list]:
+    "PSI over the training deciles and the KS test of a numeric feature's present values."
+    x, found, p_values = _numeric(present), {}, []
+    if len(prof["edges"]) > 1:
+        actual = bin_shares(x, prof["edges"]) if len(x) else np.zeros(len(prof["shares"]))
+        found["psi"] = psi(_with_missing(prof["shares"], prof["missing"]), _with_missing(actual, miss))
+    if len(x) and prof.get("percentiles"):
+        d = float(stats.ks_2samp(x, prof["percentiles"]).statistic)
+        n_eff = round(len(x) * prof["count"] / (len(x) + prof["count"]))  # the training sample's real size
+        found.update(test="ks", stat=d)
+        p_values.append(float(stats.kstwo.sf(d, max(n_eff, 1))))
+    return found, p_values
+
+def _categorical_drift(prof: dict, present: list, miss: float) -> tuple[dict, list]:
+    "PSI over the categories (and one bin for unseen values) and the χ² test of a categorical feature."
+    cats = list(prof["shares"])
+    counts = Counter(str(v) for v in present)
+    new = len(present) - sum(counts[c] for c in cats)
+    actual = [counts[c] / len(present) for c in cats] + [new / len(present)] if present else [0.0] * (len(cats) + 1)
+    found, p_values = {"psi": psi(_with_missing([*prof["shares"].values(), 0.0], prof["missing"]), _with_missing(actual, miss))}, []
+    table = np.array([[counts[c] for c in cats] + [new], [s * prof["count"] for s in prof["shares"].values()] + [0]])
+    table = table[:, table.sum(0) > 0]
+    if table.shape[1] > 1 and present:
+        chi = stats.chi2_contingency(table)
+        found.update(test="chi2", stat=float(chi.statistic))
+        p_values.append(float(chi.pvalue))
+    found["unseen"] = sorted({str(v) for v in present} - set(cats))[:10]
+    return found, p_values
+
+# %% ../nbs/06d_monitor.ipynb #8ffeb4e1
 def feature_drift(prof: dict, values: list) -> dict:
     "PSI, tests of 'same distribution' (KS or χ²; χ² on the missing share) and the missing share of one feature's window."
     present = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
@@ -64,34 +100,13 @@ def feature_drift(prof: dict, values: list) -> dict:
            "psi": 0.0, "test": None, "stat": None, "p": 1.0}
     if not values:
         return out
-    with_missing = lambda shares, m: [s * (1 - m) for s in shares] + [m]  # "missing" is one more bin
-    p_values = [_missing_p(n - len(present), n, prof)]
-    if prof["kind"] == "numeric":
-        x = _numeric(present)
-        if len(prof["edges"]) > 1:
-            actual = bin_shares(x, prof["edges"]) if len(x) else np.zeros(len(prof["shares"]))
-            out["psi"] = psi(with_missing(prof["shares"], miss_train), with_missing(actual, miss))
-        if len(x) and prof.get("percentiles"):
-            d = float(stats.ks_2samp(x, prof["percentiles"]).statistic)
-            n_eff = round(len(x) * prof["count"] / (len(x) + prof["count"]))  # the training sample's real size
-            out.update(test="ks", stat=d)
-            p_values.append(float(stats.kstwo.sf(d, max(n_eff, 1))))
-    else:
-        cats = list(prof["shares"])
-        counts = Counter(str(v) for v in present)
-        new = len(present) - sum(counts[c] for c in cats)
-        actual = [counts[c] / len(present) for c in cats] + [new / len(present)] if present else [0.0] * (len(cats) + 1)
-        out["psi"] = psi(with_missing([*prof["shares"].values(), 0.0], miss_train), with_missing(actual, miss))
-        table = np.array([[counts[c] for c in cats] + [new], [s * prof["count"] for s in prof["shares"].values()] + [0]])
-        table = table[:, table.sum(0) > 0]
-        if table.shape[1] > 1 and present:
-            chi = stats.chi2_contingency(table)
-            out.update(test="chi2", stat=float(chi.statistic))
-            p_values.append(float(chi.pvalue))
-        out["unseen"] = sorted({str(v) for v in present} - set(cats))[:10]
+    found, p_values = (_numeric_drift if prof["kind"] == "numeric" else _categorical_drift)(prof, present, miss)
+    out.update(found)
+    p_values = [_missing_p(n - len(present), n, prof), *p_values]
     out["p"] = min(1.0, len(p_values) * min(p_values))  # two questions of one feature: Bonferroni again
     return out
 
+# %% ../nbs/06d_monitor.ipynb #5db302d7
 class DriftMonitor:
     "A sliding window of incoming raw records compared with the training profile: PSI and a KS or χ² test per feature."
 
@@ -131,23 +146,26 @@ class DriftMonitor:
                 q.clear()
             self.seen = 0
 
-    def report(self) -> dict:
-        "Per-feature drift of the current window, and the overall alarm."
-        with self._lock:
-            snapshot = {f: list(q) for f, q in self._values.items()}
-        n = len(next(iter(snapshot.values())))
-        level = self.alpha / len(snapshot)
-        features = {f: feature_drift(self.profile[f], v) for f, v in snapshot.items()}
-        for d in features.values():
-            d["drifted"] = bool(n >= self.min_count and d["psi"] >= self.psi_alarm and d["p"] < level)
-        return {"window": n, "seen": self.seen, "ready": n >= self.min_count, "psi_alarm": self.psi_alarm,
-                "level": level, "alarm": any(d["drifted"] for d in features.values()), "features": features}
+# %% ../nbs/06d_monitor.ipynb #c90f586a
+@patch
+def report(self: DriftMonitor) -> dict:
+    "Per-feature drift of the current window, and the overall alarm."
+    with self._lock:
+        snapshot = {f: list(q) for f, q in self._values.items()}
+    n = len(next(iter(snapshot.values())))
+    level = self.alpha / len(snapshot)
+    features = {f: feature_drift(self.profile[f], v) for f, v in snapshot.items()}
+    for d in features.values():
+        d["drifted"] = bool(n >= self.min_count and d["psi"] >= self.psi_alarm and d["p"] < level)
+    return {"window": n, "seen": self.seen, "ready": n >= self.min_count, "psi_alarm": self.psi_alarm,
+            "level": level, "alarm": any(d["drifted"] for d in features.values()), "features": features}
 
-    def frame(self) -> pd.DataFrame:
-        "The report as a table, one row per feature, drifted features first."
-        r = self.report()
-        df = pd.DataFrame(r["features"]).T[["kind", "n", "missing", "psi", "test", "stat", "p", "drifted"]]
-        return df.sort_values(["drifted", "psi"], ascending=False)
+@patch
+def frame(self: DriftMonitor) -> pd.DataFrame:
+    "The report as a table, one row per feature, drifted features first."
+    r = self.report()
+    df = pd.DataFrame(r["features"]).T[["kind", "n", "missing", "psi", "test", "stat", "p", "drifted"]]
+    return df.sort_values(["drifted", "psi"], ascending=False)
 
 # %% ../nbs/06d_monitor.ipynb #796c9e15
 def drift_families(report: dict | None) -> list:

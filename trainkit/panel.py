@@ -8,6 +8,7 @@ Docs: https://trainkit.github.io/trainkit/panel.html.md"""
 # %% ../nbs/04b_panel.ipynb #402069ec
 from __future__ import annotations
 
+import io
 import math
 import threading
 from collections.abc import Callable
@@ -15,9 +16,10 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 import torch
+from fastcore.basics import patch
 from torch import nn
 
-from .core import DataError
+from .core import DataError, new_figure, plot_history
 from .datasets import Datasets
 from .learner import Callback, CancelFit, Learner
 from .models import MLP
@@ -27,12 +29,6 @@ from .models import TRAINING_METRICS, check_metric
 __all__ = ['TuningPanel']
 
 # %% ../nbs/04b_panel.ipynb #1db51b79
-def _png(fig) -> bytes:
-    import io
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80)
-    return buf.getvalue()
-
 class TuningPanel:
     "Hyperparameter sliders, Train and Stop, live curves, a history of runs and a comparison of two."
 
@@ -45,7 +41,7 @@ class TuningPanel:
         data: Datasets,  # trains on train, scores on valid
         build: Callable[[dict], nn.Module] | None = None,  # params -> model; default an MLP of `width`, `dropout`
         metric: str | None = None,  # shown in the history; default accuracy or mae
-        device=None,
+        device=None,  # None: the best available (see trainkit.core.get_device)
     ):
         n_in = int(np.prod(data.input_shape))
         n_out = data.n_classes or 1
@@ -53,188 +49,276 @@ class TuningPanel:
         self.build = build or (lambda p: MLP(n_in, n_out, (p["width"],), dropout=p["dropout"]))
         self.metric = check_metric(metric or ("accuracy" if data.task == "classification" else "mae"), data.task,
                                    among=TRAINING_METRICS[data.task])
-        self.values, self.runs, self.live = dict(self.DEFAULTS), [], []
-        self._stop, self._thread, self._ui, self.error = threading.Event(), None, None, None
-        self._syncing = self._training = False
+        self.values = dict(self.DEFAULTS)  # what the next run uses
+        self.runs = []  # finished runs: {"params", "history", "summary"}
+        self.live = []  # the current run's history so far, one record per epoch
+        self.error = None  # the last run's error as text (a background run cannot raise to you)
+        self._stop, self._thread, self._training = threading.Event(), None, False  # see `train` and `stop`
+        self._ui, self._syncing = None, False  # the widget's parts, once `widget()` has built them
+        self.sliders, self.buttons, self.pickers, self.comparison = {}, {}, (), None  # ditto, by name
 
-    # -- the logic --------------------------------------------------------------------------------
-    def set(self, **values) -> "TuningPanel":
-        "Change hyperparameters (checked against their ranges)."
-        checked = {}
-        for name, v in values.items():  # check them all before changing any
-            if name not in self.DEFAULTS:
-                raise DataError(f"Unknown hyperparameter {name!r}; the panel has {list(self.DEFAULTS)}.")
-            if name == "batch_size":
-                if type(v) is not int or v not in self.BATCH_SIZES:
-                    raise DataError(f"batch_size={v!r}: choose from {self.BATCH_SIZES}.")
-            else:
-                lo, hi = self.LIMITS[name]
-                if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi:
-                    raise DataError(f"{name}={v!r}: must be a number in [{lo}, {hi}].")
-                v = int(v) if name in ("epochs", "width") else float(v)
-            checked[name] = v
-        self.values.update(checked)
+# %% ../nbs/04b_panel.ipynb #4b000009
+@patch
+def set(self: TuningPanel, **values) -> TuningPanel:
+    "Change hyperparameters, each checked against its range; if one is refused, nothing changes."
+    checked = {name: self._check(name, v) for name, v in values.items()}  # all checked before any changes
+    self.values.update(checked)
+    if self._ui is not None:  # a widget shows this panel: move its sliders too
         self._sync_controls()
-        return self
+    return self
 
-    @property
-    def running(self) -> bool: return self._thread is not None and self._thread.is_alive()
+# %% ../nbs/04b_panel.ipynb #4b000010
+@patch
+def _check(self: TuningPanel, name: str, v):
+    "`v` as hyperparameter `name` takes it (int or float); DataError if the name is unknown or `v` out of range."
+    if name not in self.DEFAULTS:
+        raise DataError(f"Unknown hyperparameter {name!r}; the panel has {list(self.DEFAULTS)}.")
+    if name == "batch_size":
+        if type(v) is not int or v not in self.BATCH_SIZES:
+            raise DataError(f"batch_size={v!r}: choose from {self.BATCH_SIZES}.")
+        return v
+    lo, hi = self.LIMITS[name]
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi:  # NaN fails lo <= v
+        raise DataError(f"{name}={v!r}: must be a number in [{lo}, {hi}].")
+    return int(v) if name in ("epochs", "width") else float(v)
 
-    def train(self, block: bool = True) -> "TuningPanel":
-        "Train with the current values; `block=False` trains in a background thread (the widget's way)."
-        if self.running:
-            raise DataError("A run is in progress: wait for it, or stop it first.")
-        self._stop.clear()
-        if block:
-            self._run()
-        else:
-            self._thread = threading.Thread(target=self._run, daemon=True)
-            self._thread.start()
-        return self
+# %% ../nbs/04b_panel.ipynb #4b000014
+class _Live(Callback):
+    "Stop at the next batch once the panel's Stop is pressed; after each epoch, show the curves so far."
+    def __init__(self, panel): self.panel = panel
 
-    def wait(self, timeout: float | None = None) -> "TuningPanel":
-        "Wait for a background run to finish."
-        if self._thread is not None:
-            self._thread.join(timeout)
-        return self
+    def after_batch(self, learn):
+        if self.panel._stop.is_set():
+            raise CancelFit
 
-    def stop(self):
-        "Stop the current run at the next batch."
-        self._stop.set()
+    def after_epoch(self, learn):
+        self.panel.live = list(learn.history)
+        self.panel._show()
 
-    def _run(self):
-        panel, params = self, dict(self.values)
-
-        class Live(Callback):
-            def after_batch(self, learn):
-                if panel._stop.is_set():
-                    raise CancelFit
-            def after_epoch(self, learn):
-                panel.live = list(learn.history)
-                panel._refresh()
-
-        self.live, self.error, self._training = [], None, True
-        try:
-            torch.manual_seed(0)
-            learn = Learner(self.build(params), self.data, batch_size=params["batch_size"], device=self.device,
-                            weight_decay=params["weight_decay"], callbacks=[Live()])
-            learn.fit(params["epochs"], lr=params["lr"])
-        except Exception as e:  # shown in the panel: a thread's exception would otherwise vanish
-            self.error, self._training = f"{type(e).__name__}: {e}", False
-            self._refresh()
-            if self._thread is None or threading.current_thread() is not self._thread:
-                raise
-            return
-        if learn.history:
-            last = learn.history[-1]
-        else:  # stopped before the first epoch ended: score the model as it is
-            v = learn.validate("valid")
-            last = {"train_loss": math.nan, "valid_loss": v["loss"], self.metric: v[self.metric]}
-        self.runs.append({"params": params, "history": learn.history, "summary": {
-            "run": len(self.runs) + 1, **params, "epochs run": len(learn.history), "stopped": self._stop.is_set(),
-            "train_loss": last["train_loss"], "valid_loss": last["valid_loss"], self.metric: last[self.metric]}})
-        self._training = False
+@patch
+def _show(self: TuningPanel):
+    "Redraw the widget's curves, table and status, if a widget shows this panel (see `widget`)."
+    if self._ui is not None:
         self._refresh()
 
-    def history(self) -> pd.DataFrame:
-        "One row per finished run: its hyperparameters and final numbers."
-        return pd.DataFrame([r["summary"] for r in self.runs]).set_index("run") if self.runs else pd.DataFrame()
+@patch
+def _run(self: TuningPanel):
+    "One run with the current values: train, then record it in `runs`; an error is kept in `error`."
+    params = dict(self.values)  # a copy: moving a slider during the run changes the next run, not this one
+    # `_training`, not `running`, tells the status line a run is on: the thread is still alive at its last refresh
+    self.live, self.error, self._training = [], None, True
+    try:
+        torch.manual_seed(0)  # the same first weights in every run: runs differ only by their values
+        learn = Learner(self.build(params), self.data, batch_size=params["batch_size"], device=self.device,
+                        weight_decay=params["weight_decay"], callbacks=[_Live(self)])
+        learn.fit(params["epochs"], lr=params["lr"])
+    except Exception as e:  # shown in the panel: a background thread's exception would otherwise vanish
+        self.error, self._training = f"{type(e).__name__}: {e}", False
+        self._show()
+        if self._thread is None or threading.current_thread() is not self._thread:
+            raise  # a run you started from code raises to you
+        return
+    self._record(params, learn)
+    self._training = False
+    self._show()
 
-    def figure(self, runs: list[int] | None = None):
-        "Loss (train and valid) and the validation metric per epoch: of the given runs, else the current (or last) run."
-        from matplotlib.figure import Figure  # no pyplot: safe to draw from the training thread
-        fig = Figure(figsize=(7.5, 2.8))
-        loss_ax, metric_ax = fig.subplots(1, 2)
-        series = ([(f"run {i}", self.runs[i - 1]["history"]) for i in runs] if runs else
-                  [("current", self.live or (self.runs[-1]["history"] if self.runs else []))])
-        for label, hist in series:
-            ep = [h["epoch"] + 1 for h in hist]
-            line, = loss_ax.plot(ep, [h["valid_loss"] for h in hist], "o-", ms=3, label=f"{label} valid")
-            loss_ax.plot(ep, [h["train_loss"] for h in hist], "--", color=line.get_color(), label=f"{label} train")
-            metric_ax.plot(ep, [h[self.metric] for h in hist], "o-", ms=3, color=line.get_color(), label=label)
-        loss_ax.set_xlabel("epoch"); loss_ax.set_ylabel("loss")
-        metric_ax.set_xlabel("epoch"); metric_ax.set_ylabel(f"valid {self.metric}")
-        if any(h for _, h in series):
-            loss_ax.legend(fontsize=7)
-        fig.tight_layout()
-        return fig
+# %% ../nbs/04b_panel.ipynb #4b000016
+@patch
+def _record(self: TuningPanel, params: dict, learn: Learner):
+    "Append a finished (or stopped) run to `runs`: its values, history and final numbers."
+    if learn.history:
+        last = learn.history[-1]
+    else:  # stopped before the first epoch ended: score the model as it is
+        v = learn.validate("valid")
+        last = {"train_loss": math.nan, "valid_loss": v["loss"], self.metric: v[self.metric]}
+    self.runs.append({"params": params, "history": learn.history, "summary": {
+        "run": len(self.runs) + 1, **params, "epochs run": len(learn.history), "stopped": self._stop.is_set(),
+        "train_loss": last["train_loss"], "valid_loss": last["valid_loss"], self.metric: last[self.metric]}})
 
-    def compare(self, a: int, b: int):
-        "Overlay the curves of runs `a` and `b` (numbers as in `history()`)."
-        for r in (a, b):
-            if not 1 <= r <= len(self.runs):
-                raise DataError(f"No run {r}; runs are 1..{len(self.runs)}.")
-        return self.figure([a, b])
+@patch
+def history(self: TuningPanel) -> pd.DataFrame:
+    "One row per finished run: its hyperparameters and final numbers."
+    return pd.DataFrame([r["summary"] for r in self.runs]).set_index("run") if self.runs else pd.DataFrame()
 
-    # -- the widget -------------------------------------------------------------------------------
-    def widget(self):
-        "The panel as ipywidgets: sliders, Train/Stop, live curves, history table, and a comparison of two runs."
+# %% ../nbs/04b_panel.ipynb #4b000018
+@patch(as_prop=True)
+def running(self: TuningPanel) -> bool:
+    "Whether a background run is in progress."
+    return self._thread is not None and self._thread.is_alive()
+
+@patch
+def train(self: TuningPanel, block: bool = True) -> TuningPanel:
+    "Train with the current values; `block=False` trains in a background thread (the widget's way)."
+    if self.running:
+        raise DataError("A run is in progress: wait for it, or stop it first.")
+    self._stop.clear()
+    if block:
+        self._run()
+    else:
+        self._thread = threading.Thread(target=self._run, daemon=True)  # daemon: never keeps Python from exiting
+        self._thread.start()
+    return self
+
+@patch
+def wait(self: TuningPanel, timeout: float | None = None) -> TuningPanel:
+    "Wait for a background run to finish (at most `timeout` seconds)."
+    if self._thread is not None:
+        self._thread.join(timeout)
+    return self
+
+@patch
+def stop(self: TuningPanel):
+    "Stop the current run at the next batch."
+    self._stop.set()
+
+# %% ../nbs/04b_panel.ipynb #4b000024
+def _short(v) -> str:
+    "A hyperparameter's value, short: 0.00316, 64."
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+@patch
+def _labels(self: TuningPanel, runs: list[int]) -> list[str]:
+    "A legend label per run: its number and the values in which `runs` differ, as in 'run 7 (width 4)'."
+    params = [self.runs[i - 1]["params"] for i in runs]
+    differ = [k for k in self.DEFAULTS if len({p[k] for p in params}) > 1]
+    return [f"run {i}" + (f" ({', '.join(f'{k} {_short(p[k])}' for k in differ)})" if differ else "")
+            for i, p in zip(runs, params)]
+
+@patch
+def figure(self: TuningPanel, runs: list[int] | None = None):
+    "Loss (train and valid) and the validation metric per epoch: of the given runs, else the current (or last) run."
+    from matplotlib.ticker import MaxNLocator
+    fig, (loss_ax, metric_ax) = new_figure(2, size=(3.75, 2.8), pyplot=False)  # no pyplot: safe from the training thread
+    series = (list(zip(self._labels(runs), [self.runs[i - 1]["history"] for i in runs])) if runs else
+              [("current run" if self._training else "last run",
+                self.live or (self.runs[-1]["history"] if self.runs else []))])
+    for label, hist in series:
+        plot_history(hist, ax=loss_ax, label=label, legend=False)
+        plot_history(hist, ax=metric_ax, label=label, keys=(self.metric,), title=f"Validation {self.metric}",
+                     ylabel=self.metric, legend=False)
+    for ax in (loss_ax, metric_ax):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # whole epochs, even a one-epoch axis
+        for line in ax.get_lines():
+            line.set_marker("o")  # a dot per epoch on every line: a one-epoch run still shows
+            line.set_markersize(3)
+    for line in loss_ax.get_lines():  # "run 1 valid", not "run 1 valid_loss": the axis already says loss
+        line.set_label(line.get_label().removesuffix("_loss"))
+    if any(h for _, h in series):
+        loss_ax.legend(fontsize=7, frameon=False)
+    return fig
+
+# %% ../nbs/04b_panel.ipynb #4b000027
+@patch
+def compare(self: TuningPanel, a: int, b: int):
+    "Overlay the curves of runs `a` and `b` (numbers as in `history()`)."
+    for r in (a, b):
+        if not 1 <= r <= len(self.runs):
+            raise DataError(f"No run {r}; runs are 1..{len(self.runs)}.")
+    return self.figure([a, b])
+
+# %% ../nbs/04b_panel.ipynb #4b000030
+def _png(fig) -> bytes:
+    "A figure as PNG bytes, for an ipywidgets Image."
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80)
+    return buf.getvalue()
+
+@patch
+def _controls(self: TuningPanel) -> dict:
+    "One slider (or dropdown) per hyperparameter, set to the current values."
+    try:
+        import ipywidgets as w
+    except ImportError as e:
+        raise ImportError("The tuning panel needs ipywidgets: pip install 'trainkit[course]'") from e
+    v, hi = self.values, {k: lim[1] for k, lim in self.LIMITS.items()}
+    controls = {
+        "lr": w.FloatLogSlider(value=v["lr"], base=10, min=-5, max=0, step=0.1, description="learning rate",
+                               readout_format=".1e"),
+        "batch_size": w.Dropdown(options=list(self.BATCH_SIZES), value=v["batch_size"], description="batch size"),
+        "epochs": w.IntSlider(value=v["epochs"], min=1, max=hi["epochs"], description="epochs"),
+        "weight_decay": w.FloatSlider(value=v["weight_decay"], min=0, max=hi["weight_decay"], step=0.005,
+                                      description="weight decay", readout_format=".3f"),
+        "dropout": w.FloatSlider(value=v["dropout"], min=0, max=hi["dropout"], step=0.05, description="dropout"),
+        "width": w.IntSlider(value=v["width"], min=4, max=hi["width"], step=4, description="width"),
+    }
+    for name, c in controls.items():
+        c.style = {"description_width": "100px"}
+        c.observe(lambda change, name=name: self.set(**{name: change["new"]}) if not self._syncing else None,
+                  names="value")  # a user's move reaches the panel; a move made by `set` does not loop back
+    return controls
+
+# %% ../nbs/04b_panel.ipynb #4b000031
+@patch
+def widget(self: TuningPanel):
+    "The panel as ipywidgets: sliders, Train/Stop, live curves, history table, and a comparison of two runs."
+    import ipywidgets as w
+    controls = self._controls()
+    buttons = {"Train": w.Button(description="Train", button_style="success", icon="play"),
+               "Stop": w.Button(description="Stop", button_style="danger", icon="stop"),
+               "Compare": w.Button(description="Compare")}
+    curves, table, status = w.Image(format="png"), w.HTML(), w.HTML(value="Set the sliders and press Train.")
+    pick_a, pick_b = w.Dropdown(description="run", options=[]), w.Dropdown(description="vs run", options=[])
+    comparison = w.Image(format="png")
+
+    def on_train(_):
         try:
-            import ipywidgets as w
-        except ImportError as e:
-            raise ImportError("The tuning panel needs ipywidgets: pip install 'trainkit[course]'") from e
-        v = self.values
-        controls = {
-            "lr": w.FloatLogSlider(value=v["lr"], base=10, min=-5, max=0, step=0.1, description="learning rate", readout_format=".1e"),
-            "batch_size": w.Dropdown(options=list(self.BATCH_SIZES), value=v["batch_size"], description="batch size"),
-            "epochs": w.IntSlider(value=v["epochs"], min=1, max=self.LIMITS["epochs"][1], description="epochs"),
-            "weight_decay": w.FloatSlider(value=v["weight_decay"], min=0, max=self.LIMITS["weight_decay"][1], step=0.005, description="weight decay", readout_format=".3f"),
-            "dropout": w.FloatSlider(value=v["dropout"], min=0, max=self.LIMITS["dropout"][1], step=0.05, description="dropout"),
-            "width": w.IntSlider(value=v["width"], min=4, max=self.LIMITS["width"][1], step=4, description="width"),
-        }
-        for name, c in controls.items():
-            c.style = {"description_width": "100px"}
-            c.observe(lambda change, name=name: self.set(**{name: change["new"]}) if not self._syncing else None, names="value")
-        buttons = {"Train": w.Button(description="Train", button_style="success", icon="play"),
-                   "Stop": w.Button(description="Stop", button_style="danger", icon="stop"),
-                   "Compare": w.Button(description="Compare")}
-        def on_train(_):
-            try:
-                self.train(block=False)
-            except DataError as e:
-                status.value = f"<span style='color:#b00'>{e}</span>"
-        buttons["Train"].on_click(on_train)
-        buttons["Stop"].on_click(lambda _: self.stop())
-        pick_a, pick_b = w.Dropdown(description="run", options=[]), w.Dropdown(description="vs run", options=[])
-        compare_img = w.Image(format="png")
-        def on_compare(_):
-            if pick_a.value and pick_b.value:
-                compare_img.value = _png(self.compare(pick_a.value, pick_b.value))
-        buttons["Compare"].on_click(on_compare)
-        curves, table, status = w.Image(format="png"), w.HTML(), w.HTML(value="Set the sliders and press Train.")
-        self._ui = {"controls": controls, "curves": curves, "table": table, "status": status, "picks": (pick_a, pick_b)}
-        box = w.VBox([w.HBox([w.VBox(list(controls.values())), w.VBox([buttons["Train"], buttons["Stop"]])]),
-                      status, curves, w.HTML("<b>Runs</b>"), table,
-                      w.HBox([pick_a, pick_b, buttons["Compare"]]), compare_img])
-        box.panel, box.controls, box.buttons = self, controls, buttons
-        self._refresh()
-        return box
+            self.train(block=False)
+        except DataError as e:  # a run in progress: say so where the user looks
+            status.value = f"<span style='color:#b00'>{e}</span>"
 
-    def _refresh(self):
-        "Redraw the widget's outputs (a no-op without a widget)."
-        ui = self._ui
-        if ui is None:
-            return
-        ui["curves"].value = _png(self.figure())
-        ui["table"].value = self.history().round(4).to_html() if self.runs else "<i>no runs yet</i>"
-        n = len(self.live)
-        ui["status"].value = (f"<span style='color:#b00'>{self.error}</span>" if self.error else
-                              f"training: epoch {n}/{self.values['epochs']}" if self._training else
-                              f"{len(self.runs)} run(s); last: {self.metric} {self.runs[-1]['summary'][self.metric]:.3f}"
-                              if self.runs else "Set the sliders and press Train.")
-        ids = list(range(1, len(self.runs) + 1))
-        for pick in ui["picks"]:
-            if list(pick.options) != ids:
-                pick.options = ids
+    def on_compare(_):
+        if pick_a.value and pick_b.value:
+            comparison.value = _png(self.compare(pick_a.value, pick_b.value))
 
-    def _sync_controls(self):
-        "Move the sliders to `values` (after `set` from code) without feeding the change back."
-        if self._ui is None:
-            return
-        self._syncing = True
-        try:
-            for name, c in self._ui["controls"].items():
-                if c.value != self.values[name]:
-                    c.value = self.values[name]
-        finally:
-            self._syncing = False
+    buttons["Train"].on_click(on_train)
+    buttons["Stop"].on_click(lambda _: self.stop())
+    buttons["Compare"].on_click(on_compare)
+    self._ui = {"controls": controls, "curves": curves, "table": table, "status": status, "picks": (pick_a, pick_b)}
+    self.sliders, self.buttons, self.pickers, self.comparison = controls, buttons, (pick_a, pick_b), comparison
+    box = w.VBox([w.HBox([w.VBox(list(controls.values())), w.VBox([buttons["Train"], buttons["Stop"]])]),
+                  status, curves, w.HTML("<b>Runs</b>"), table,
+                  w.HBox([pick_a, pick_b, buttons["Compare"]]), comparison])
+    box.panel, box.controls, box.buttons = self, controls, buttons  # the same parts, reachable from the box
+    box.sliders, box.pickers, box.comparison = controls, (pick_a, pick_b), comparison
+    self._refresh()
+    return box
+
+# %% ../nbs/04b_panel.ipynb #4b000033
+@patch
+def _status(self: TuningPanel) -> str:
+    "The widget's status line: the error, the epoch of the run in progress, or the last run's metric."
+    if self.error:
+        return f"<span style='color:#b00'>{self.error}</span>"
+    if self._training:
+        return f"training: epoch {len(self.live)}/{self.values['epochs']}"
+    if self.runs:
+        return f"{len(self.runs)} run(s); last: {self.metric} {self.runs[-1]['summary'][self.metric]:.3f}"
+    return "Set the sliders and press Train."
+
+@patch
+def _refresh(self: TuningPanel):
+    "Redraw the widget's outputs from the panel's state (a no-op without a widget)."
+    ui = self._ui
+    if ui is None:
+        return
+    ui["curves"].value = _png(self.figure())
+    ui["table"].value = self.history().round(4).to_html() if self.runs else "<i>no runs yet</i>"
+    ui["status"].value = self._status()
+    ids = list(range(1, len(self.runs) + 1))
+    for pick in ui["picks"]:  # the run dropdowns offer every finished run
+        if list(pick.options) != ids:
+            pick.options = ids
+
+# %% ../nbs/04b_panel.ipynb #4b000034
+@patch
+def _sync_controls(self: TuningPanel):
+    "Move the sliders to `values` (after `set` from code) without feeding the change back."
+    if self._ui is None:
+        return
+    self._syncing = True
+    try:
+        for name, c in self._ui["controls"].items():
+            if c.value != self.values[name]:
+                c.value = self.values[name]
+    finally:
+        self._syncing = False

@@ -15,7 +15,7 @@ import numpy as np
 from sklearn.metrics import (ConfusionMatrixDisplay, average_precision_score, precision_recall_curve, roc_auc_score,
                              roc_curve)
 
-from .core import DataError
+from .core import DataError, new_figure, style_axes
 
 # %% auto #0
 __all__ = ['ReportLike', 'plot_confusion', 'plot_roc', 'plot_pr', 'plot_reliability', 'plot_residuals', 'plot_report',
@@ -44,7 +44,7 @@ def _figure(rows: int = 1, cols: int = 1, size=(4.2, 3.8), **kw):
         import matplotlib.pyplot as plt
     except ImportError as e:
         raise ImportError("Plots need matplotlib: pip install 'trainkit[course]'") from e
-    fig, axes = plt.subplots(rows, cols, figsize=(size[0] * cols, size[1] * rows), layout="constrained", **kw)
+    fig, axes = new_figure(cols, rows, size, **kw)  # the course palette (trainkit.core)
     plt.close(fig)  # not drawn again at the end of the cell, and not kept open when drawing many
     return fig, axes
 
@@ -66,7 +66,7 @@ def plot_confusion(
     fig, ax = _figure()
     ConfusionMatrixDisplay(cm, display_labels=report.classes).plot(
         ax=ax, cmap="Blues", colorbar=False, values_format=".2f" if normalize else ".0f")
-    ax.set_title(f"{report.model}: confusion{' (share of each true class)' if normalize else ''}", fontsize=10)
+    ax.set_title(f"{report.model}: confusion{' (share of each true class)' if normalize else ''}", fontsize=10, loc="left")
     return fig
 
 # %% ../nbs/05b_plots.ipynb #164a6368
@@ -84,8 +84,7 @@ def plot_roc(report: ReportLike):  # a classification report
         fpr, tpr, _ = roc_curve(t, s)
         ax.plot(fpr, tpr, label=f"{c} (AUC {roc_auc_score(t, s):.3f})")
     ax.plot([0, 1], [0, 1], "k:", lw=1, label="chance")
-    ax.set(xlabel="false positive rate", ylabel="true positive rate (recall)", title=f"{report.model}: ROC")
-    ax.legend(loc="lower right", fontsize=8)
+    style_axes(ax, f"{report.model}: ROC", "false positive rate", "true positive rate (recall)")
     return fig
 
 # %% ../nbs/05b_plots.ipynb #a0d85ec6
@@ -97,8 +96,8 @@ def plot_pr(report: ReportLike):  # a classification report
         prec, rec, _ = precision_recall_curve(t, s)
         line, = ax.step(rec, prec, where="post", label=f"{c} (AP {average_precision_score(t, s):.3f})")
         ax.axhline(t.mean(), ls=":", lw=1, color=line.get_color(), label=None if i else "chance (share of positives)")
-    ax.set(xlabel="recall", ylabel="precision", ylim=(0, 1.02), title=f"{report.model}: precision-recall")
-    ax.legend(loc="lower left", fontsize=8)
+    ax.set_ylim(0, 1.02)
+    style_axes(ax, f"{report.model}: precision-recall", "recall", "precision")
     return fig
 
 # %% ../nbs/05b_plots.ipynb #80e39804
@@ -110,10 +109,10 @@ def plot_reliability(report: ReportLike):  # a classification report
     ax.plot([0, 1], [0, 1], "k:", lw=1, label="perfectly calibrated")
     ax.plot(cal["confidence"], cal["frequency"], "o-", label=report.model)
     event = "positive" if len(report.classes) == 2 else "top class right"
-    ax.set(ylabel=f"observed frequency ({event})", title=f"{report.model}: calibration, ECE {report.metrics['ece']:.3f}")
-    ax.legend(loc="upper left", fontsize=8)
+    style_axes(ax, f"{report.model}: calibration, ECE {report.metrics['ece']:.3f}", "", f"observed frequency ({event})")
     hist.bar(cal["confidence"], cal["count"], width=0.06, color="grey")
-    hist.set(xlabel="predicted probability", ylabel="count", xlim=(0, 1))
+    hist.set_xlim(0, 1)
+    style_axes(hist, "", "predicted probability", "predictions")
     return fig
 
 # %% ../nbs/05b_plots.ipynb #c3bb953c
@@ -125,10 +124,10 @@ def plot_residuals(report: ReportLike):  # a regression report
     lim = [min(y.min(), pred.min()), max(y.max(), pred.max())]
     a.scatter(y, pred, s=12, alpha=0.7)
     a.plot(lim, lim, "k:", lw=1)
-    a.set(xlabel="true", ylabel="predicted", title=f"{report.model}: R² {report.metrics['r2']:.3f}")
+    style_axes(a, f"{report.model}: R² {report.metrics['r2']:.3f}", "true value", "predicted value")
     b.scatter(pred, y - pred, s=12, alpha=0.7)
     b.axhline(0, color="k", ls=":", lw=1)
-    b.set(xlabel="predicted", ylabel="residual (true - predicted)", title=f"MAE {report.metrics['mae']:.1f}, RMSE {report.metrics['rmse']:.1f}")
+    style_axes(b, f"MAE {report.metrics['mae']:.1f}, RMSE {report.metrics['rmse']:.1f}", "predicted value", "residual (true - predicted)")
     return fig
 
 # %% ../nbs/05b_plots.ipynb #010cd4ce

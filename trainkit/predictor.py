@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Literal, Optional
 
 import numpy as np
+from fastcore.basics import patch
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from .core import DataError
@@ -136,25 +137,7 @@ class Served:
                 answers.append({"prediction": classes[row.index(top)], "probabilities": {c: v / total for c, v in zip(classes, e)}})
         return answers
 
-    async def predict_one(self, row: dict) -> dict | None:
-        "Predict one record, sharing one model call with the records that arrive in the same event-loop turn."
-        loop = asyncio.get_running_loop()
-        future = loop.create_future()
-        self._pending.append((row, future))
-        if len(self._pending) == 1:
-            loop.call_soon(self._flush)
-        return await future
-
-    def _flush(self):
-        batch, self._pending = self._pending, []
-        try:
-            answers = self.predict([row for row, _ in batch])
-        except Exception as e:  # every waiting request gets the error, none waits forever
-            answers = [e] * len(batch)
-        for (_, future), a in zip(batch, answers):
-            if not future.done():  # a request whose client went away was cancelled
-                future.set_exception(a) if isinstance(a, Exception) else future.set_result(a)
-
+# %% ../nbs/06e_predictor.ipynb #dbc505ba
 def load_served(bundle: Bundle, margin: float = 1.0, max_batch: int = 1000, window: int = 500) -> Served:
     "A `Served` for a verified bundle (request models, encoder, ONNX Runtime session, drift monitor)."
     record = record_model(bundle.manifest["input"], margin)
@@ -163,3 +146,26 @@ def load_served(bundle: Bundle, margin: float = 1.0, max_batch: int = 1000, wind
                          parameters=(Optional[dict], Field(None, description="ignored (Vertex AI may send it)")))
     monitor = DriftMonitor(bundle.manifest["profile"], window=window, min_count=min(100, window))
     return Served(bundle.path.name, bundle, record, batch, Encoder(bundle), monitor, bundle.onnx_session(threads=1))
+
+# %% ../nbs/06e_predictor.ipynb #05d64fe9
+@patch
+async def predict_one(self: Served, row: dict) -> dict | None:
+    "Predict one record, sharing one model call with the records that arrive in the same event-loop turn."
+    loop = asyncio.get_running_loop()
+    future = loop.create_future()
+    self._pending.append((row, future))
+    if len(self._pending) == 1:
+        loop.call_soon(self._flush)
+    return await future
+
+@patch
+def _flush(self: Served):
+    "Answer every pending record with one model call, and fill each one's future."
+    batch, self._pending = self._pending, []
+    try:
+        answers = self.predict([row for row, _ in batch])
+    except Exception as e:  # every waiting request gets the error, none waits forever
+        answers = [e] * len(batch)
+    for (_, future), a in zip(batch, answers):
+        if not future.done():  # a request whose client went away was cancelled
+            future.set_exception(a) if isinstance(a, Exception) else future.set_result(a)

@@ -17,10 +17,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
+from fastcore.basics import patch
 from filelock import FileLock
 
 from . import __version__
-from .core import DataError, atomic_write, check_type, read_sealed, staged_folder
+from .core import DataError, atomic_write, check_type
+from .files import read_sealed, staged_folder
 from .export import FILES, FORMAT, Bundle, export, load_bundle
 
 # %% auto #0
@@ -63,178 +65,211 @@ class Registry:
         named = [(self._read_json(p).get("seq", 0), p.stem) for p in recs if self._bundle(p.stem).is_dir()]
         return [v for _, v in sorted(named)]
 
-    def _read_json(self, p: Path) -> dict:
-        try:
-            d = json.loads(p.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise DataError(f"{p.relative_to(self.root)}: unreadable ({e}); restore it or remove the version.") from e
-        if not isinstance(d, dict):
-            raise DataError(f"{p.relative_to(self.root)}: not a JSON object.")
-        return d
+# %% ../nbs/06b_registry.ipynb #00992921
+@patch
+def _read_json(self: Registry, p: Path) -> dict:
+    try:
+        d = json.loads(p.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(f"{p.relative_to(self.root)}: unreadable ({e}); restore it or remove the version.") from e
+    if not isinstance(d, dict):
+        raise DataError(f"{p.relative_to(self.root)}: not a JSON object.")
+    return d
 
-    def _check(self, version: str) -> str:
-        "`version` if it is listed, else a DataError naming it and the listed ones."
-        names = self.names()
-        if not names:
-            raise DataError(f"Registry {self.root} holds no versions yet; add one with Registry.add(learner).")
-        if version not in names:
-            raise DataError(f"Unknown version {version!r}; the registry {self.root} holds {', '.join(names)}.")
-        return version
+@patch
+def _check(self: Registry, version: str) -> str:
+    "`version` if it is listed, else a DataError naming it and the listed ones."
+    names = self.names()
+    if not names:
+        raise DataError(f"Registry {self.root} holds no versions yet; add one with Registry.add(learner).")
+    if version not in names:
+        raise DataError(f"Unknown version {version!r}; the registry {self.root} holds {', '.join(names)}.")
+    return version
 
-    def add(
-        self,
-        source,  # a trained Learner (exported here) or the path of an existing bundle folder (verified, then copied)
-        version: str | None = None,  # the new version's name; default: the next v1, v2, ...
-        report=None,  # for a Learner: a trainkit.evaluate Report whose metrics go into the manifest
-        parent: str | None = None,  # the version this one derives from; default: the current version
-    ) -> str:
-        "Add a version (export a Learner or copy a verified bundle); return its name."
-        with self.lock():  # the name, the files and the record, as one step other writers wait for
-            return self._add(source, version, report, parent)
+# %% ../nbs/06b_registry.ipynb #8e4e346a
+@patch
+def current(self: Registry) -> str | None:
+    "The version `CURRENT` names, or None before the first promotion."
+    p = self.root / "CURRENT"
+    if not p.exists():
+        return None
+    name = p.read_text(errors="replace").strip()
+    if not _NAME.fullmatch(name) or not self._record(name).exists() or not self._bundle(name).is_dir():
+        raise DataError(f"CURRENT: holds {name[:80]!r}, which is not a version in {self.root} "
+                        f"({', '.join(self.names()) or 'none'}); promote a version to repair it.")
+    return name
 
-    def _add(self, source, version, report, parent) -> str:
-        taken = set(self.names()) | ({p.name for p in (self.root / "versions").iterdir()}
-                                     if (self.root / "versions").is_dir() else set())
-        nums = [int(n[1:]) for n in taken if re.fullmatch(r"v\d+", n)]
-        version = version or f"v{max(nums, default=0) + 1}"
-        if not _NAME.fullmatch(version):
-            raise DataError(f"version={version!r}: use letters, digits, '.', '_' and '-' (e.g. 'v3').")
-        if version in taken:
-            raise DataError(f"Version {version!r} already exists in {self.root}; a version is never overwritten.")
-        parent = self.current() if parent is None else self._check(parent)
-        dest = self._bundle(version)
-        if isinstance(source, (str, Path)):
-            src = load_bundle(source).path  # verify before copying anything
-            with staged_folder(dest) as tmp:  # all of it, or nothing
-                shutil.copytree(src, tmp, dirs_exist_ok=True)
-                load_bundle(tmp)  # the copy is what will serve: verify it too
-        else:
-            from trainkit.learner import Learner  # PyTorch: only adding a trained model needs it, not serving one
-            check_type(source, Learner, "Registry.add: source", "Pass a trained Learner or a bundle folder's path.")
-            export(source, dest.parent, report=report, version=version)
-        try:
-            seq = max((self._read_json(self._record(n)).get("seq", 0) for n in self.names()), default=0) + 1
-            record = {"version": version, "seq": seq,
-                      "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                      "trainkit": __version__, "git_commit": git_commit(), "parent": parent}
-            with atomic_write(self._record(version)) as f:
-                json.dump(record, f, indent=1)
-        except BaseException:
-            shutil.rmtree(dest, ignore_errors=True)  # no record, no version: leave nothing half-added
-            raise
-        return version
+@patch
+def _pointer(self: Registry) -> str | None:
+    "The current version, or None when `CURRENT` is missing or corrupted (so that `promote` can repair it)."
+    try:
+        return self.current()
+    except DataError:
+        return None
 
-    def manifest(self, version: str) -> dict:
-        "The manifest of a listed version (read for the listing; `load` and `promote` verify every file)."
-        p = self._bundle(self._check(version)) / "manifest.json"
-        try:
-            return json.loads(p.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise DataError(f"{p.relative_to(self.root)}: unreadable ({e}).") from e
+# %% ../nbs/06b_registry.ipynb #6bd7c8c2
+@patch
+def _new_name(self: Registry, version: str | None) -> str:
+    "`version`, or the next free v1, v2, ...; refused if it was ever used or is not a safe folder name."
+    taken = set(self.names()) | ({p.name for p in (self.root / "versions").iterdir()}
+                                 if (self.root / "versions").is_dir() else set())
+    nums = [int(n[1:]) for n in taken if re.fullmatch(r"v\d+", n)]
+    version = version or f"v{max(nums, default=0) + 1}"
+    if not _NAME.fullmatch(version):
+        raise DataError(f"version={version!r}: use letters, digits, '.', '_' and '-' (e.g. 'v3').")
+    if version in taken:
+        raise DataError(f"Version {version!r} already exists in {self.root}; a version is never overwritten.")
+    return version
 
-    def versions(self) -> pd.DataFrame:
-        "One row per version, oldest first: verified or not (and why), metrics, data hash, hyperparameters, lineage."
-        cur, rows = self._pointer(), []
-        for v in self.names():
-            rec = self._read_json(self._record(v))
-            try:  # every file's size and hash against the sealed manifest: a damaged version is listed as such
-                m, problem = read_sealed(self._bundle(v), "manifest.json", FORMAT, FILES, "bundle")[0], None
-            except DataError as e:
-                m, problem = {}, str(e)
-            metrics = {k: x for k, x in m.get("metrics", {}).items() if k != "epoch" and isinstance(x, (int, float))}
-            hp, spec = m.get("hyperparameters", {}), m.get("model", {"class": "?", "args": {}})
-            rows.append({"version": v, "current": v == cur, "verified": problem is None, "problem": problem,
-                         "created": rec.get("created"), **metrics, "metrics_from": m.get("metrics", {}).get("source"),
-                         "model": f"{spec['class']}{spec['args'].get('hidden', '')}",
-                         **{k: hp.get(k) for k in ("epochs", "lr", "batch_size", "weight_decay")},
-                         "data_sha256": str(m.get("training_data_sha256", ""))[:12], "trainkit": rec.get("trainkit"),
-                         "git_commit": (rec.get("git_commit") or "")[:10] or None, "parent": rec.get("parent")})
-        return pd.DataFrame(rows).set_index("version") if rows else pd.DataFrame(columns=["current"])
+@patch
+def _write_record(self: Registry, version: str, parent: str | None):
+    "The lineage record that lists `version`: its order, time, code version and parent."
+    seq = max((self._read_json(self._record(n)).get("seq", 0) for n in self.names()), default=0) + 1
+    record = {"version": version, "seq": seq, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+              "trainkit": __version__, "git_commit": git_commit(), "parent": parent}
+    with atomic_write(self._record(version)) as f:
+        json.dump(record, f, indent=1)
 
-    def current(self) -> str | None:
-        "The version `CURRENT` names, or None before the first promotion."
-        p = self.root / "CURRENT"
-        if not p.exists():
-            return None
-        name = p.read_text(errors="replace").strip()
-        if not _NAME.fullmatch(name) or not self._record(name).exists() or not self._bundle(name).is_dir():
-            raise DataError(f"CURRENT: holds {name[:80]!r}, which is not a version in {self.root} "
-                            f"({', '.join(self.names()) or 'none'}); promote a version to repair it.")
-        return name
+# %% ../nbs/06b_registry.ipynb #191cac8a
+@patch
+def add(
+    self: Registry,
+    source,  # a trained Learner (exported here) or the path of an existing bundle folder (verified, then copied)
+    version: str | None = None,  # the new version's name; default: the next v1, v2, ...
+    report=None,  # for a Learner: a trainkit.evaluate Report whose metrics go into the manifest
+    parent: str | None = None,  # the version this one derives from; default: the current version
+) -> str:
+    "Add a version (export a Learner or copy a verified bundle); return its name."
+    with self.lock():  # the name, the files and the record, as one step other writers wait for
+        return self._add(source, version, report, parent)
 
-    def _pointer(self) -> str | None:
-        "The current version, or None when `CURRENT` is missing or corrupted (so that `promote` can repair it)."
-        try:
-            return self.current()
-        except DataError:
-            return None
+@patch
+def _add(self: Registry, source, version, report, parent) -> str:
+    version = self._new_name(version)
+    parent = self.current() if parent is None else self._check(parent)
+    dest = self._bundle(version)
+    if isinstance(source, (str, Path)):
+        src = load_bundle(source).path  # verify before copying anything
+        with staged_folder(dest) as tmp:  # all of it, or nothing
+            shutil.copytree(src, tmp, dirs_exist_ok=True)
+            load_bundle(tmp)  # the copy is what will serve: verify it too
+    else:
+        from trainkit.learner import Learner  # PyTorch: only adding a trained model needs it, not serving one
+        check_type(source, Learner, "Registry.add: source", "Pass a trained Learner or a bundle folder's path.")
+        export(source, dest.parent, report=report, version=version)
+    try:
+        self._write_record(version, parent)
+    except BaseException:
+        shutil.rmtree(dest, ignore_errors=True)  # no record, no version: leave nothing half-added
+        raise
+    return version
 
-    def _history(self) -> list[dict]:
-        p = self.root / "history.jsonl"
-        lines = p.read_text().splitlines() if p.exists() else []
-        out = []
-        for i, line in enumerate(lines, 1):
-            try:
-                out.append(json.loads(line))
-                assert isinstance(out[-1].get("stack"), list)
-            except (json.JSONDecodeError, AssertionError) as e:
-                raise DataError(f"history.jsonl: line {i} is not a history entry ({line[:60]!r}).") from e
-        return out
+# %% ../nbs/06b_registry.ipynb #d9bc576b
+@patch
+def manifest(self: Registry, version: str) -> dict:
+    "The manifest of a listed version (read for the listing; `load` and `promote` verify every file)."
+    p = self._bundle(self._check(version)) / "manifest.json"
+    try:
+        return json.loads(p.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(f"{p.relative_to(self.root)}: unreadable ({e}).") from e
 
-    def history(self) -> pd.DataFrame:
-        "Every promotion and rollback, oldest first."
-        return pd.DataFrame(self._history(), columns=["time", "action", "version", "previous", "stack"])
-
-    def _stack(self, cur: str | None) -> list[str]:
-        "The promotion stack in force: the latest history line whose top is the current version."
-        for entry in reversed(self._history()):
-            if entry["stack"] and entry["stack"][-1] == cur:
-                return list(entry["stack"])
-        return [cur] if cur else []
-
-    def _switch(self, version: str, stack: list[str], action: str, cur: str | None) -> str:
-        try:
-            load_bundle(self._bundle(version))  # verify every file before anything changes
+@patch
+def versions(self: Registry) -> pd.DataFrame:
+    "One row per version, oldest first: verified or not (and why), metrics, data hash, hyperparameters, lineage."
+    cur, rows = self._pointer(), []
+    for v in self.names():
+        rec = self._read_json(self._record(v))
+        try:  # every file's size and hash against the sealed manifest: a damaged version is listed as such
+            m, problem = read_sealed(self._bundle(v), "manifest.json", FORMAT, FILES, "bundle")[0], None
         except DataError as e:
-            raise DataError(f"{action} {version}: refused, the bundle does not verify ({e}); "
-                            f"CURRENT stays {cur}.") from e
-        entry = {"time": datetime.now(timezone.utc).isoformat(timespec="seconds"), "action": action,
-                 "version": version, "previous": cur, "stack": stack}
-        p = self.root / "history.jsonl"
-        old = p.read_text() if p.exists() else ""
-        with atomic_write(p) as f:  # rewrite + rename: an append that is all or nothing
-            f.write(old + json.dumps(entry) + "\n")
-        with atomic_write(self.root / "CURRENT") as f:  # the commit point
-            f.write(version + "\n")
-        return version
+            m, problem = {}, str(e)
+        metrics = {k: x for k, x in m.get("metrics", {}).items() if k != "epoch" and isinstance(x, (int, float))}
+        hp, spec = m.get("hyperparameters", {}), m.get("model", {"class": "?", "args": {}})
+        rows.append({"version": v, "current": v == cur, "verified": problem is None, "problem": problem,
+                     "created": rec.get("created"), **metrics, "metrics_from": m.get("metrics", {}).get("source"),
+                     "model": f"{spec['class']}{spec['args'].get('hidden', '')}",
+                     **{k: hp.get(k) for k in ("epochs", "lr", "batch_size", "weight_decay")},
+                     "data_sha256": str(m.get("training_data_sha256", ""))[:12], "trainkit": rec.get("trainkit"),
+                     "git_commit": (rec.get("git_commit") or "")[:10] or None, "parent": rec.get("parent")})
+    return pd.DataFrame(rows).set_index("version") if rows else pd.DataFrame(columns=["current"])
 
-    def promote(self, version: str) -> str:  # a listed version
-        "Verify `version`'s bundle, then point `CURRENT` at it (atomically); refuse and keep the pointer if it fails."
-        with self.lock():
-            cur = self._pointer()
-            return self._switch(self._check(version), [*self._stack(cur), version], "promote", cur)
+# %% ../nbs/06b_registry.ipynb #c4ba60b0
+@patch
+def _history(self: Registry) -> list[dict]:
+    p = self.root / "history.jsonl"
+    lines = p.read_text().splitlines() if p.exists() else []
+    out = []
+    for i, line in enumerate(lines, 1):
+        try:
+            out.append(json.loads(line))
+            assert isinstance(out[-1].get("stack"), list)
+        except (json.JSONDecodeError, AssertionError) as e:
+            raise DataError(f"history.jsonl: line {i} is not a history entry ({line[:60]!r}).") from e
+    return out
 
-    def rollback(self) -> str:
-        "Go back to the version that was current before the last promotion; return its name."
-        with self.lock():
-            cur = self.current()
-            stack = self._stack(cur)
-            if cur is None:
-                raise DataError(f"Registry {self.root}: nothing has been promoted, so there is nothing to roll back.")
-            if len(stack) < 2:
-                raise DataError(f"rollback: {cur} is the first promoted version; there is no earlier one to go back to.")
-            return self._switch(self._check(stack[-2]), stack[:-1], "rollback", cur)
+@patch
+def history(self: Registry) -> pd.DataFrame:
+    "Every promotion and rollback, oldest first."
+    return pd.DataFrame(self._history(), columns=["time", "action", "version", "previous", "stack"])
 
-    def load(
-        self,
-        version: str | None = None,  # default: the current version
-        model: bool = True,  # build the torch model (False: ONNX Runtime only; see `load_bundle`)
-    ) -> Bundle:
-        "The verified bundle of `version` (default: the current one)."
+@patch
+def _stack(self: Registry, cur: str | None) -> list[str]:
+    "The promotion stack in force: the latest history line whose top is the current version."
+    for entry in reversed(self._history()):
+        if entry["stack"] and entry["stack"][-1] == cur:
+            return list(entry["stack"])
+    return [cur] if cur else []
+
+# %% ../nbs/06b_registry.ipynb #dcacbedb
+@patch
+def _switch(self: Registry, version: str, stack: list[str], action: str, cur: str | None) -> str:
+    try:
+        load_bundle(self._bundle(version))  # verify every file before anything changes
+    except DataError as e:
+        raise DataError(f"{action} {version}: refused, the bundle does not verify ({e}); "
+                        f"CURRENT stays {cur}.") from e
+    entry = {"time": datetime.now(timezone.utc).isoformat(timespec="seconds"), "action": action,
+             "version": version, "previous": cur, "stack": stack}
+    p = self.root / "history.jsonl"
+    old = p.read_text() if p.exists() else ""
+    with atomic_write(p) as f:  # rewrite + rename: an append that is all or nothing
+        f.write(old + json.dumps(entry) + "\n")
+    with atomic_write(self.root / "CURRENT") as f:  # the commit point
+        f.write(version + "\n")
+    return version
+
+@patch
+def promote(self: Registry, version: str) -> str:  # a listed version
+    "Verify `version`'s bundle, then point `CURRENT` at it (atomically); refuse and keep the pointer if it fails."
+    with self.lock():
+        cur = self._pointer()
+        return self._switch(self._check(version), [*self._stack(cur), version], "promote", cur)
+
+# %% ../nbs/06b_registry.ipynb #23b951ff
+@patch
+def rollback(self: Registry) -> str:
+    "Go back to the version that was current before the last promotion; return its name."
+    with self.lock():
+        cur = self.current()
+        stack = self._stack(cur)
+        if cur is None:
+            raise DataError(f"Registry {self.root}: nothing has been promoted, so there is nothing to roll back.")
+        if len(stack) < 2:
+            raise DataError(f"rollback: {cur} is the first promoted version; there is no earlier one to go back to.")
+        return self._switch(self._check(stack[-2]), stack[:-1], "rollback", cur)
+
+@patch
+def load(
+    self: Registry,
+    version: str | None = None,  # default: the current version
+    model: bool = True,  # build the torch model (False: ONNX Runtime only; see `load_bundle`)
+) -> Bundle:
+    "The verified bundle of `version` (default: the current one)."
+    if version is None:
+        version = self.current()
+        if version is None and not self.names():
+            raise DataError(f"Registry {self.root} holds no versions yet; add one with Registry.add(learner).")
         if version is None:
-            version = self.current()
-            if version is None and not self.names():
-                raise DataError(f"Registry {self.root} holds no versions yet; add one with Registry.add(learner).")
-            if version is None:
-                raise DataError(f"Registry {self.root}: no version has been promoted; promote one or pass version=.")
-        return load_bundle(self._bundle(self._check(version)), model=model)
+            raise DataError(f"Registry {self.root}: no version has been promoted; promote one or pass version=.")
+    return load_bundle(self._bundle(self._check(version)), model=model)

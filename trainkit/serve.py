@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Optional, Union
 
 from . import __version__
-from .core import DataError, jsonable
+from .core import DataError
+from .files import jsonable
 from .export import Bundle, load_bundle
 from .monitor import Metrics
 from .predictor import Served, load_served
@@ -79,47 +80,60 @@ class Service:
         self.max_body, self.max_record, self.poll, self.retry = max_body, max_record, poll, retry
         self.freeze_gc, self.batching = freeze_gc, batching
         self.served: Served | None = None  # the version answering requests; None until one has loaded
-        self.failed: tuple[str | None, float] = (None, 0.0)  # the last version that failed to load, and when
+        self.failed: tuple[str | None, float] = (None, 0.0)  # the last version (or "CURRENT") that failed, and when
         self.metrics = Metrics(lambda: None if self.served is None else self.served.drift())
         self.spec: dict | None = None  # the OpenAPI schema, rebuilt after each swap (`openapi`)
         self.app: FastAPI | None = None  # built by `make_app`
 
-    def load(self, version: str | None = None) -> Served:  # version: a registry version; default CURRENT
-        "The fixed bundle, or a registry version, verified and ready to serve (blocking: run it in a thread)."
-        # model=False: every file's hash is checked, but no torch model is built: ONNX Runtime answers, PyTorch never loads
-        b = self.bundle if self.registry is None else self.registry.load(version, model=False)
-        b = b if isinstance(b, Bundle) else load_bundle(b, model=False)
-        return load_served(b, self.margin, self.max_batch, self.window)
+# %% ../nbs/06f_serve.ipynb #42dfd359
+@patch
+def load(self: Service, version: str | None = None) -> Served:  # version: a registry version; default CURRENT
+    "The fixed bundle, or a registry version, verified and ready to serve (blocking: run it in a thread)."
+    # model=False: every file's hash is checked, but no torch model is built: ONNX Runtime answers, PyTorch never loads
+    b = self.bundle if self.registry is None else self.registry.load(version, model=False)
+    b = b if isinstance(b, Bundle) else load_bundle(b, model=False)
+    return load_served(b, self.margin, self.max_batch, self.window)
 
-    def use(self, new: Served):
-        "Serve `new` from the next request on; requests in flight finish with the version they started with."
-        old, self.served, self.spec = self.served, new, None
-        if old is not None:
-            self.metrics.model_info.remove(old.version)
-            self.metrics.reloads.inc()
-        self.metrics.model_info.labels(new.version).set(1)
-        log.info("serving %s", new.version)
-
-    def fail(self, version: str, e: Exception):
-        "Record a version that did not load: logged, counted, and not tried again for `retry` seconds."
-        self.failed = (version, time.monotonic())
-        self.metrics.errors.labels("reload", "reload").inc()
-        log.error("not serving %s: %s", version, e)
+# %% ../nbs/06f_serve.ipynb #844a591d
+@patch
+def use(self: Service, new: Served):
+    "Serve `new` from the next request on; requests in flight finish with the version they started with."
+    old, self.served, self.spec = self.served, new, None
+    if old is not None:
+        self.metrics.model_info.remove(old.version)
+        self.metrics.reloads.inc()
+    self.metrics.model_info.labels(new.version).set(1)
+    log.info("serving %s", new.version)
 
 # %% ../nbs/06f_serve.ipynb #379107f4
+@patch
+def fail(self: Service, version: str, e: Exception):
+    "Record a version that did not load (or an unreadable CURRENT): logged and counted."
+    self.failed = (version, time.monotonic())
+    self.metrics.errors.labels("reload", "reload").inc()
+    log.error("not serving %s: %s", version, e)
+
+@patch
+def failed_lately(self: Service, version: str | None) -> bool:
+    "Whether `version` (or 'CURRENT') failed less than `retry` seconds ago: not retried nor reported again yet."
+    bad, when = self.failed
+    return version == bad and time.monotonic() - when < self.retry
+
 @patch
 async def check(self: Service):
     "One look at the registry's CURRENT: load and use a new version; a failure is recorded, never raised."
     version = "CURRENT"  # what to blame if reading it fails
     try:
-        version, (bad, when) = self.registry.current(), self.failed
-        if version is None or (self.served is not None and version == self.served.version) or \
-                (version == bad and time.monotonic() - when < self.retry):
+        version = self.registry.current()  # the *name* CURRENT holds (None before the first promotion)
+        serving = self.served is not None and version == self.served.version
+        if version is None or serving or self.failed_lately(version):
             return
         self.use(await asyncio.to_thread(self.load, version))
     except Exception as e:  # a DataError from a bad version, an OSError from the disk, anything else
-        self.fail(version, e)
+        if not self.failed_lately(version):  # a CURRENT still unreadable: reported once per `retry` seconds
+            self.fail(version, e)
 
+# %% ../nbs/06f_serve.ipynb #4b24a440
 @patch
 async def watch(self: Service):
     "Follow CURRENT every `poll` seconds until cancelled (`check` never raises, so nothing else ends the loop)."
@@ -131,13 +145,10 @@ async def watch(self: Service):
 @contextlib.asynccontextmanager
 async def lifespan(self: Service, app: FastAPI):
     "Start-up: load the first version and start watching the registry; shut-down: stop watching."
-    try:
-        if self.registry is None or self.registry.current() is not None:
-            self.use(await asyncio.to_thread(self.load))
-    except DataError as e:
-        if self.registry is None:
-            raise  # a fixed bundle that does not load: nothing to wait for
-        self.fail("CURRENT", e)  # start unready; the watcher keeps trying
+    if self.registry is None:
+        self.use(await asyncio.to_thread(self.load))  # a fixed bundle that does not load: raise, nothing to wait for
+    else:
+        await self.check()  # CURRENT's version; any failure is recorded, and the service starts unready
     if self.freeze_gc:
         # Everything loaded so far (torch, pandas, the model) lives as long as the process: move it out of the
         # garbage collector's sight, or each full collection walks millions of objects and stalls every request.
@@ -146,6 +157,20 @@ async def lifespan(self: Service, app: FastAPI):
     yield
     if task is not None:
         task.cancel()
+
+# %% ../nbs/06f_serve.ipynb #5661ed08
+@patch
+def current(self: Service) -> Served:
+    "The `Served` in use (Registry.current gives a name instead), or a 503 while there is none (before the first promotion)."
+    if (served := self.served) is None:
+        raise HTTPError(503, "no model version is being served yet; promote one in the registry", "not_ready")
+    return served
+
+@patch
+def authorize(self: Service, request: Request):
+    "A 401 unless the X-API-Key header matches the key (when one is set), compared in constant time."
+    if self.api_key is not None and not hmac.compare_digest(request.headers.get("x-api-key", "").encode(), self.api_key.encode()):
+        raise HTTPError(401, "missing or wrong X-API-Key header", "auth")
 
 # %% ../nbs/06f_serve.ipynb #f51c1829
 MAX_ERRORS = 20  # field errors listed in a 422; a body with 75,000 wrong keys must not get a 6 MB answer
@@ -173,19 +198,6 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 # %% ../nbs/06f_serve.ipynb #6fb7e59b
-@patch
-def current(self: Service) -> Served:
-    "The version in use, or a 503 while there is none (before the first promotion)."
-    if (served := self.served) is None:
-        raise HTTPError(503, "no model version is being served yet; promote one in the registry", "not_ready")
-    return served
-
-@patch
-def authorize(self: Service, request: Request):
-    "A 401 unless the X-API-Key header matches the key (when one is set), compared in constant time."
-    if self.api_key is not None and not hmac.compare_digest(request.headers.get("x-api-key", "").encode(), self.api_key.encode()):
-        raise HTTPError(401, "missing or wrong X-API-Key header", "auth")
-
 @patch
 async def parse(
     self: Service,
@@ -217,6 +229,7 @@ def answer(self: Service, served: Served, rows: list[dict], out: list[dict | Non
         m.child(m.predictions, served.version, a["prediction"] if isinstance(a["prediction"], str) else "value").inc()
     return out
 
+# %% ../nbs/06f_serve.ipynb #18de53b9
 @patch
 async def predict(self: Service, request: Request) -> Response:
     "POST /predict: one raw record."
@@ -249,8 +262,9 @@ class _Instrument:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        # a list, so that send_status below can change it; 500 until it does: the app crashed before answering
         start, status = time.perf_counter(), [500]
-        async def send_status(message):
+        async def send_status(message):  # passes every message on, noting the status as it goes by
             if message["type"] == "http.response.start":
                 status[0] = message["status"]
             await send(message)
@@ -278,11 +292,12 @@ async def model(self: Service, request: Request):
     self.authorize(request)
     served = self.current()
     m = served.bundle.manifest
+    # served.loaded: when this version was loaded (Unix time, seconds)
     return JSONResponse(jsonable({"version": served.version, "loaded": served.loaded, "task": m["task"],
                                    "classes": m["classes"], "input": m["input"], "metrics": m["metrics"],
                                    "model": m["model"], "created_with": m["created_with"],
                                    "training_data_sha256": m["training_data_sha256"],
-                                   "drift": await asyncio.to_thread(served.drift, 0.0)}))  # fresh
+                                   "drift": await asyncio.to_thread(served.drift, 0.0)}))  # ttl=0: computed now
 
 @patch
 async def prometheus_metrics(self: Service):
@@ -356,7 +371,7 @@ def make_app(self: Service) -> FastAPI:
     app.add_exception_handler(Exception, self.internal)
     for path, (method, *_) in PREDICT_ROUTES.items():  # plain Starlette routes: see "Answering"
         app.router.routes.append(Route(path, getattr(self, method), methods=["POST"]))
-    app.get("/health")(self.health)
+    app.get("/health")(self.health)  # the same as decorating `health` with @app.get("/health")
     app.get("/ready", responses=_responses(503))(self.ready)
     app.get("/ping", responses=_responses(503), summary="Ping", description="SageMaker's name for /ready.")(self.ready)
     app.get("/model", responses=_responses(401, 503))(self.model)
@@ -369,7 +384,7 @@ def create_app(
     bundle=None,  # or one bundle folder (or Bundle) to serve, fixed
     api_key: str | None = None,  # when set, required in the X-API-Key header of /predict*, /invocations and /model
     margin: float = 1.0,  # how far beyond the training range numbers are accepted (trainkit.predictor.record_model)
-    max_batch: int = 1000,  # most records in one /predict/batch
+    max_batch: int = 1000,  # most records in one /predict/batch; more → 422 (a limit in Served.batch, Step 6e)
     max_body: int = 2**20,  # bytes; a bigger /predict/batch or /invocations body gets 413
     max_record: int = 2**16,  # bytes; a bigger /predict body gets 413 (a penguin record is about 250)
     window: int = 500,  # drift window (records)

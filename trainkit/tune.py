@@ -9,6 +9,7 @@ Docs: https://trainkit.github.io/trainkit/tuning.html.md"""
 # %% ../nbs/04_tuning.ipynb #6496c974
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections.abc import Callable
@@ -20,7 +21,7 @@ from sklearn.base import clone
 from sklearn.model_selection import KFold, StratifiedGroupKFold, StratifiedKFold
 from torch import nn
 
-from .core import DataError, check_type, data_dir
+from .core import PALETTE, DataError, check_type, data_dir, new_figure, style_axes
 from .datasets import Datasets
 from .learner import Callback, Learner
 from .models import TRAINING_METRICS, SklearnModel, check_metric, goal
@@ -29,20 +30,7 @@ from .models import TRAINING_METRICS, SklearnModel, check_metric, goal
 __all__ = ['folds', 'cross_validate', 'check_space', 'suggest', 'OptunaPruning', 'default_sampler', 'make_pruner', 'search',
            'plot_search', 'L1Penalty', 'lr_find']
 
-# %% ../nbs/04_tuning.ipynb #5b951a85
-def _dev_set(data: Datasets):
-    return torch.cat([data.X_train, data.X_valid]), torch.cat([data.y_train, data.y_valid])
-
-def _fold(data: Datasets, X, y, tr, va) -> Datasets:
-    "One fold's Datasets: the preprocessing refitted on the fold's training rows when `data` keeps its rows."
-    empty = (X[:0], y[:0])
-    if data.frames is None or data.kind != "tabular":  # tensors only, or nothing fitted: fold the tensors
-        return Datasets(X[tr], y[tr], X[va], y[va], *empty, data.feature_names, data.classes, kind=data.kind)
-    rows = pd.concat([data.rows("train"), data.rows("valid")])[list(data.preprocessor.feature_names_in_)]
-    pre = clone(data.preprocessor).fit(rows.iloc[tr])  # statistics of this fold's training rows only
-    t = lambda idx: torch.as_tensor(pre.transform(rows.iloc[idx]), dtype=torch.float32)
-    return Datasets(t(tr), y[tr], t(va), y[va], *empty, list(pre.feature_names_out_), data.classes, kind=data.kind)
-
+# %% ../nbs/04_tuning.ipynb #4a000007
 def folds(data: Datasets, y: torch.Tensor, k: int = 5, groups=None, seed: int = 42) -> list[tuple[np.ndarray, np.ndarray]]:
     "The (training, held-out) row indices of each of `k` folds of the rows `y`: stratified, grouped if asked, seeded."
     n = len(y)
@@ -63,6 +51,21 @@ def folds(data: Datasets, y: torch.Tensor, k: int = 5, groups=None, seed: int = 
         splitter = KFold(k, shuffle=True, random_state=seed)
     return list(splitter.split(np.zeros(n), y.numpy(), groups=None if groups is None else np.asarray(groups)))
 
+# %% ../nbs/04_tuning.ipynb #5b951a85
+def _dev_set(data: Datasets):
+    return torch.cat([data.X_train, data.X_valid]), torch.cat([data.y_train, data.y_valid])
+
+def _fold(data: Datasets, X, y, tr, va) -> Datasets:
+    "One fold's Datasets: the preprocessing refitted on the fold's training rows when `data` keeps its rows."
+    empty = (X[:0], y[:0])
+    if data.frames is None or data.kind != "tabular":  # tensors only, or nothing fitted: fold the tensors
+        return Datasets(X[tr], y[tr], X[va], y[va], *empty, data.feature_names, data.classes, kind=data.kind)
+    rows = pd.concat([data.rows("train"), data.rows("valid")])[list(data.preprocessor.feature_names_in_)]
+    pre = clone(data.preprocessor).fit(rows.iloc[tr])  # statistics of this fold's training rows only
+    t = lambda idx: torch.as_tensor(pre.transform(rows.iloc[idx]), dtype=torch.float32)
+    return Datasets(t(tr), y[tr], t(va), y[va], *empty, list(pre.feature_names_out_), data.classes, kind=data.kind)
+
+# %% ../nbs/04_tuning.ipynb #4a000011
 def cross_validate(
     model,  # a function returning a fresh nn.Module, or a scikit-learn estimator
     data: Datasets,  # uses train + valid; the test split is never touched
@@ -117,6 +120,7 @@ def check_space(space: dict) -> dict:
             raise DataError(f"Search space entry {name!r}: an int range needs whole numbers, got {spec!r}.")
     return space
 
+# %% ../nbs/04_tuning.ipynb #4a000012
 def suggest(trial, space: dict) -> dict:
     "Draw one value per hyperparameter from an Optuna trial."
     out = {}
@@ -163,6 +167,7 @@ def make_pruner(name: str):
         raise DataError(f"pruner={name!r}: use one of {list(pruners)}.")
     return pruners[name]()
 
+# %% ../nbs/04_tuning.ipynb #4a000018
 def _optimizer(params: dict):
     "The Learner's `opt` for drawn `params`: AdamW, or SGD with the drawn momentum when params['optimizer'] is 'sgd'."
     choice = params.get("optimizer", "adamw")
@@ -185,6 +190,23 @@ def _create_study(**kw):
                 raise
             time.sleep(0.05 + 0.05 * attempt)
 
+# %% ../nbs/04_tuning.ipynb #4a000019
+def _objective(build: Callable[[dict], nn.Module], data: Datasets, space: dict, metric: str, epochs: int, seed: int):
+    "Optuna's objective for `search`: train one model with the drawn values; return its best validation score."
+    key = metric if metric != "loss" else "valid_loss"
+    best = max if goal(metric) == "max" else min
+
+    def objective(trial):
+        params = suggest(trial, space)
+        torch.manual_seed(seed)  # every trial starts from the same draw of first weights
+        learn = Learner(build(params), data, opt=_optimizer(params), batch_size=int(params.get("batch_size", 64)),
+                        seed=seed, weight_decay=float(params.get("weight_decay", 0.01)),
+                        callbacks=[OptunaPruning(trial, metric)])
+        learn.fit(int(params.get("epochs", epochs)), lr=float(params.get("lr", 3e-3)))
+        return best(h[key] for h in learn.history)
+    return objective
+
+# %% ../nbs/04_tuning.ipynb #4a000020
 def search(
     build: Callable[[dict], nn.Module],  # params -> a fresh model (params holds everything drawn from `space`)
     data: Datasets,  # trains on train, scores on valid; test is never touched
@@ -211,31 +233,36 @@ def search(
     check_space(space)
     metric = check_metric(metric or ("accuracy" if data.task == "classification" else "mae"), data.task,
                           among=TRAINING_METRICS[data.task])
-    direction = {"max": "maximize", "min": "minimize"}[goal(metric)]
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = storage or f"sqlite:///{data_dir() / 'tuning.db'}"
     study = _create_study(storage=None if storage == ":memory:" else storage, study_name=study_name,
-                          load_if_exists=load_if_exists, direction=direction,
+                          load_if_exists=load_if_exists, direction={"max": "maximize", "min": "minimize"}[goal(metric)],
                           sampler=sampler or default_sampler(n_trials, seed), pruner=make_pruner(pruner))
-    key = metric if metric != "loss" else "valid_loss"
-
-    def objective(trial):
-        params = suggest(trial, space)
-        torch.manual_seed(seed)
-        learn = Learner(build(params), data, opt=_optimizer(params), batch_size=int(params.get("batch_size", 64)),
-                        seed=seed, weight_decay=float(params.get("weight_decay", 0.01)),
-                        callbacks=[OptunaPruning(trial, metric)])
-        learn.fit(int(params.get("epochs", epochs)), lr=float(params.get("lr", 3e-3)))
-        values = [h[key] for h in learn.history]
-        return max(values) if direction == "maximize" else min(values)
-
-    study.optimize(objective, n_trials=n_trials, timeout=timeout, callbacks=callbacks)
+    study.optimize(_objective(build, data, space, metric, epochs, seed), n_trials=n_trials, timeout=timeout,
+                   callbacks=callbacks)
     return study
 
+# %% ../nbs/04_tuning.ipynb #4a000022
 def plot_search(study):
-    "Optimisation history and parameter importances (matplotlib axes)."
-    from optuna.visualization.matplotlib import plot_optimization_history, plot_param_importances
-    return plot_optimization_history(study), plot_param_importances(study)
+    "A study in two plots: each trial's score with the best so far, and each hyperparameter's importance; two axes."
+    # on a bare Figure (no pyplot), like all library plots: show or save it through `axes[0].figure`
+    import optuna
+    from optuna.trial import TrialState
+    fig, (hist_ax, imp_ax) = new_figure(2, pyplot=False)
+    done = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    pruned = [t for t in study.trials if t.state == TrialState.PRUNED and t.intermediate_values]
+    best = max if study.direction == optuna.study.StudyDirection.MAXIMIZE else min
+    hist_ax.plot([t.number for t in done], [t.value for t in done], "o", ms=4, label="trial")
+    hist_ax.plot([t.number for t in pruned], [list(t.intermediate_values.values())[-1] for t in pruned], "x",
+                 label="pruned (last report)")
+    hist_ax.step([t.number for t in done], list(itertools.accumulate([t.value for t in done], best)), where="post",
+                 label="best so far")
+    style_axes(hist_ax, "Optimisation history", "trial", "score (validation)", integer_x=True)
+    importance = optuna.importance.get_param_importances(study)
+    names = list(importance)[::-1]  # the most important on top
+    imp_ax.barh(names, [importance[n] for n in names], color=PALETTE[0])
+    style_axes(imp_ax, "Hyperparameter importance (fANOVA)", "share of the score's variation", "")
+    return hist_ax, imp_ax
 
 # %% ../nbs/04_tuning.ipynb #b7c237c0
 class L1Penalty(Callback):
@@ -250,6 +277,13 @@ class L1Penalty(Callback):
     def after_loss(self, learn):
         learn.loss = learn.loss + self.weight * sum(p.abs().sum() for n, p in learn.model.named_parameters() if p.ndim > 1)
 
+# %% ../nbs/04_tuning.ipynb #4a000029
+def _suggest_lr(lrs: list[float], losses: list[float]) -> float:
+    "The rate at which the loss falls fastest (steepest slope against log lr), before the loss's minimum."
+    slopes = np.gradient(np.array(losses), np.log(np.array(lrs)))
+    upto = int(np.argmin(losses)) or 1
+    return float(lrs[int(np.argmin(slopes[:upto]))])
+
 # %% ../nbs/04_tuning.ipynb #e7d713ef
 def lr_find(
     model: nn.Module, data: Datasets,
@@ -262,7 +296,7 @@ def lr_find(
     learn = Learner(model, data, batch_size=batch_size, device=device)
     saved = {k: v.detach().clone() for k, v in learn.model.state_dict().items()}
     opt = torch.optim.AdamW(learn.model.parameters(), lr=start)
-    gamma = (end / start) ** (1 / max(steps - 1, 1))
+    gamma = (end / start) ** (1 / max(steps - 1, 1))  # the factor from one step's rate to the next
     lrs, losses, avg, best = [], [], 0.0, math.inf
     batches = iter(())
     learn.model.train()
@@ -280,15 +314,13 @@ def lr_find(
         loss.backward()
         opt.step()
         avg = 0.9 * avg + 0.1 * float(loss.detach())  # a read per step is fine here: a hundred steps, once
-        smooth = avg / (1 - 0.9 ** (i + 1))
+        smooth = avg / (1 - 0.9 ** (i + 1))  # the running average, corrected for starting at 0
         lrs.append(lr)
         losses.append(smooth)
         best = min(best, smooth)
-        if not math.isfinite(smooth) or smooth > 4 * best:
+        if not math.isfinite(smooth) or smooth > 4 * best:  # exploded: stop
             break
     learn.model.load_state_dict(saved)
     learn.model.eval()
-    grads = np.gradient(np.array(losses), np.log(np.array(lrs)))
-    upto = int(np.argmin(losses)) or 1
-    suggestion = float(lrs[int(np.argmin(grads[:upto]))])
-    return {"lrs": lrs, "losses": losses, "suggestion": suggestion, "min_loss_lr": float(lrs[int(np.argmin(losses))])}
+    return {"lrs": lrs, "losses": losses, "suggestion": _suggest_lr(lrs, losses),
+            "min_loss_lr": float(lrs[int(np.argmin(losses))])}
