@@ -3,15 +3,18 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from dataclasses import asdict
 from pathlib import Path
 from types import SimpleNamespace
 
+import pandas as pd
 import pytest
 
-from trainkit.cli import Config, main
+import trainkit.cli as cli_module
+from trainkit.cli import CACHED, STEPS, Config, find_version, main, run, step_key
 from trainkit.data import penguins_csv
 from trainkit.registry import Registry
 
@@ -79,7 +82,9 @@ def test_script_run_writes_artifacts_and_prints_summary(cli):
     assert "device" in summary["environment"]
     # the model was exported into the default registry (under TRAINKIT_ARTIFACTS), verified and promoted
     registry = cli["root"] / "artifacts" / "registry"
-    assert summary["deployed"] == {"registry": str(registry), "version": "v1", "promoted": True, "previous": None}
+    assert summary["deployed"] == {"registry": str(registry), "version": "v1", "promoted": True, "previous": None,
+                                   "reused": False}
+    assert summary["skipped"] == [] and summary["automl"] is None
     assert Registry(registry).current() == "v1" and Registry(registry).load().classes == summary["classes"]
     assert f"deployed   v1 -> {registry} (promoted)" in r.out
     assert f"serve it:  trainkit serve --registry {registry}" in r.out
@@ -271,3 +276,163 @@ def test_no_command_is_a_usage_error(capsys):
         main([])
     assert e.value.code == 2
     assert "usage: trainkit" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------- the step cache
+
+QUICK = "[tune]\ntrials = 0\n\n[train]\nepochs = 3\n"
+
+
+def quick_run(capsys, tmp_path, out: str, *extra, config: str = QUICK, cache="cache", registry="registry"):
+    "One in-process run with a quick config; returns (exit code, printed, summary or None)."
+    f = tmp_path / f"{out}.toml"
+    f.write_text(config, encoding="utf-8")
+    rc, printed, err = run_main(capsys, "run", "--config", str(f), "--out", str(tmp_path / out), "--registry",
+                                str(tmp_path / registry), "--cache", cache if cache == "none" else str(tmp_path / cache),
+                                "--quiet", *extra)
+    assert rc == 0 or "error" in err, err
+    path = tmp_path / out / "summary.json"
+    return rc, printed, json.loads(path.read_text(encoding="utf-8")) if rc == 0 else None
+
+
+def test_rerun_skips_every_cached_step_and_adds_no_second_version(capsys, tmp_path):
+    _, _, first = quick_run(capsys, tmp_path, "a")
+    rc, printed, again = quick_run(capsys, tmp_path, "b")
+    assert rc == 0 and first["skipped"] == [] and again["skipped"] == list(CACHED)
+    assert "  skipped    automl, tune, train, evaluate: inputs unchanged" in printed
+    assert "3 epochs (from the cache)" in printed
+    for name in ("model.pt", "preprocessor.json", "evaluation/report.json", "cleaning_report.md"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    assert {p.name for p in (tmp_path / "b").iterdir()} == OUTPUTS
+    assert again["test"] == first["test"] and again["validation"] == first["validation"]
+    assert again["deployed"] == {**first["deployed"], "reused": True, "previous": "v1"}
+    assert "(already there: the same weights and preprocessing; CURRENT is v1)" in printed
+    assert Registry(tmp_path / "registry").names() == ["v1"]
+
+
+def test_a_changed_setting_reruns_only_the_steps_that_read_it(capsys, tmp_path):
+    quick_run(capsys, tmp_path, "a")
+    _, _, promote_off = quick_run(capsys, tmp_path, "b", config=QUICK + "\n[output]\npromote = false\n")
+    assert promote_off["skipped"] == list(CACHED)  # [output] is read by no cached step
+    _, _, more = quick_run(capsys, tmp_path, "c", config=QUICK.replace("epochs = 3", "epochs = 4"))
+    assert more["skipped"] == ["automl", "tune"]  # train reads [train]; evaluate reads the new weights
+    assert more["deployed"]["version"] == "v2" and not more["deployed"]["reused"]
+    _, _, seed = quick_run(capsys, tmp_path, "d", "--seed", "7")
+    assert seed["skipped"] == []  # the data changed: every step reads it
+
+
+def test_force_reruns_every_step_to_the_same_result(capsys, tmp_path):
+    _, _, first = quick_run(capsys, tmp_path, "a")
+    _, _, forced = quick_run(capsys, tmp_path, "b", "--force")
+    assert forced["skipped"] == [] and forced["test"] == first["test"]
+    assert (tmp_path / "a" / "model.pt").read_bytes() == (tmp_path / "b" / "model.pt").read_bytes()
+    assert Registry(tmp_path / "registry").names() == ["v1"]  # the same model: found, not added again
+
+
+def test_cache_none_runs_every_step_and_writes_no_cache(capsys, tmp_path):
+    for out in ("a", "b"):
+        _, _, summary = quick_run(capsys, tmp_path, out, cache="none")
+        assert summary["skipped"] == []
+    assert not (tmp_path / "none").exists() and not (tmp_path / "tk_artifacts" / "cache").exists()
+
+
+def test_step_key_reads_only_what_the_step_reads(tmp_path, monkeypatch):
+    cfg, other = Config(), Config()
+    for c in (cfg, other):
+        c.tune.trials, c.train.epochs = 0, 3
+        c.output.dir, c.output.registry, c.output.cache = str(tmp_path / "o"), str(tmp_path / "r"), str(tmp_path / "c")
+    ctx = run(cfg, progress=False)
+    keys = {n: step_key(ctx, n) for n in CACHED}
+    assert len(set(keys.values())) == len(CACHED) and all(len(k) == 64 for k in keys.values())
+    other.output.promote, other.data.table = False, "elsewhere"  # read by no cached step
+    assert all(step_key({**ctx, "cfg": other}, n) == k for n, k in keys.items())
+    other.tune.budget_s = 5.0  # read by automl only
+    assert [n for n in CACHED if step_key({**ctx, "cfg": other}, n) != keys[n]] == ["automl"]
+    monkeypatch.setattr(cli_module, "code_sha256", lambda: "0" * 64)
+    assert all(step_key(ctx, n) != k for n, k in keys.items())  # changed code: every step reruns
+
+
+def test_find_version_finds_the_same_model_only(penguin_learner, tmp_path):
+    registry = Registry(tmp_path / "reg")
+    assert find_version(registry, penguin_learner) is None  # an empty registry
+    registry.add(penguin_learner)
+    assert find_version(registry, penguin_learner) == "v1"
+    from trainkit.export import penguin_learner as train_penguin_mlp
+    other = train_penguin_mlp(epochs=1)
+    assert find_version(registry, other) is None
+
+
+def test_automl_writes_a_leaderboard_and_the_bundle_stays_the_mlp(capsys, tmp_path):
+    config = '[tune]\ntrials = 0\nfamilies = ["linear", "forest"]\nbudget_s = 1.5\n\n[train]\nepochs = 3\n'
+    rc, printed, summary = quick_run(capsys, tmp_path, "a", config=config)
+    assert rc == 0
+    board = pd.read_csv(tmp_path / "a" / "leaderboard.csv")
+    assert {"family", "params", "score", "fit_s", "predict_s"} <= set(board.columns) and len(board) >= 2
+    assert set(board["family"]) <= {"linear", "forest"} and board["score"].is_monotonic_decreasing
+    a = summary["automl"]
+    assert a["best"]["family"] == board["family"][0] and a["trials"] == len(board) and a["metric"] == "accuracy"
+    assert "  automl     " in printed and "the served model stays the MLP" in printed
+    assert Registry(tmp_path / "registry").load().manifest["model"]["class"] == "MLP"
+    assert {p.name for p in (tmp_path / "a").iterdir()} == OUTPUTS | {"leaderboard.csv"}
+    _, _, again = quick_run(capsys, tmp_path, "b", config=config)  # cached: the very same leaderboard
+    assert again["skipped"] == list(CACHED)
+    assert (tmp_path / "a" / "leaderboard.csv").read_bytes() == (tmp_path / "b" / "leaderboard.csv").read_bytes()
+
+
+def test_automl_unknown_family_exits_2(capsys, tmp_path):
+    f = tmp_path / "bad.toml"
+    f.write_text('[tune]\ntrials = 0\nfamilies = ["quantum"]\n', encoding="utf-8")
+    rc, out, err = run_main(capsys, "run", "--config", str(f), "--out", str(tmp_path / "o"), "--quiet")
+    assert rc == 2 and out == ""
+    assert_one_line_error(err, "families", "quantum")
+
+
+# ------------------------------------------------------------------------- a run killed at any step
+
+KILL_POINTS = [name for name, _ in STEPS] + [f"{name}:commit" for name in CACHED] + ["deploy:promote", "summary"]
+KILL_CONFIG = "[tune]\ntrials = 1\nepochs = 2\n\n[train]\nepochs = 3\n"
+COMPARED = ("model.pt", "preprocessor.json", "evaluation/report.json", "cleaning_report.md")
+
+
+@pytest.mark.slow
+def test_a_run_killed_at_any_step_reruns_to_the_same_result(capsys, tmp_path):
+    """Kill a run with SIGKILL at every step (and inside the commits), rerun it: the same files as a run never killed,
+    one registry version, promoted, and nothing half-written."""
+    if not hasattr(signal, "SIGKILL"):
+        pytest.skip("SIGKILL is POSIX")
+    cfg = tmp_path / "kill.toml"
+    cfg.write_text(KILL_CONFIG, encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if k != "TRAINKIT_DEVICE"}
+    env.update(TRAINKIT_FAST="1", PYTHONWARNINGS="ignore")
+
+    def args(where: Path) -> list[str]:
+        return ["run", "--config", str(cfg), "--source", str(penguins_csv()), "--out", str(where / "out"),
+                "--registry", str(where / "registry"), "--cache", str(where / "cache"), "--quiet"]
+
+    for i in range(0, len(KILL_POINTS), 4):  # four processes at a time: each pays the torch import
+        procs = {p: subprocess.Popen([str(SCRIPT), *args(tmp_path / p.replace(":", "-"))], env={**env, "TRAINKIT_KILL_AT": p},
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for p in KILL_POINTS[i:i + 4]}
+        for p, proc in procs.items():
+            out, err = proc.communicate(timeout=300)
+            assert proc.returncode == -signal.SIGKILL, (p, proc.returncode, err[-2000:])
+            assert out == "", p  # killed before the summary was printed
+    assert run_main(capsys, *args(tmp_path / "reference"))[0] == 0
+    ref = tmp_path / "reference"
+    ref_summary = json.loads((ref / "out" / "summary.json").read_text(encoding="utf-8"))
+    for p in KILL_POINTS:
+        where = tmp_path / p.replace(":", "-")
+        rc, _, err = run_main(capsys, *args(where))
+        assert rc == 0, (p, err)
+        for name in COMPARED:
+            assert (where / "out" / name).read_bytes() == (ref / "out" / name).read_bytes(), (p, name)
+        summary = json.loads((where / "out" / "summary.json").read_text(encoding="utf-8"))
+        for key in ("rows", "splits", "tuning", "validation", "test"):
+            assert summary[key] == ref_summary[key], (p, key)
+        registry = Registry(where / "registry")
+        assert (registry.names(), registry.current()) == (["v1"], "v1"), p
+        assert [q for q in (where / "out").rglob("*") if q.name.startswith(".")] == [], p  # no temporary file left
+        entries = [q for q in (where / "cache").glob("*/*") if q.is_dir() and not q.name.startswith(".")]
+        assert all((q / "results.json").is_file() for q in entries), p  # every committed entry is whole
+        # a killed run's staging folder is removed by the next run of the same step (keys change if the code does)
+        assert not [q for q in (where / "cache").glob("*/.*.tmp") if q.name.split(".")[1] in {e.name for e in entries}], p

@@ -9,15 +9,25 @@ Docs: https://trainkit.github.io/trainkit/pipeline.html.md"""
 from __future__ import annotations
 
 import argparse
+import functools
+import hashlib
 import json
+import os
 import shlex
+import shutil
+import signal
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .core import DataError, artifacts_dir, atomic_write, environment, fast_mode, seed_everything
+from fastcore.basics import patch
+from filelock import FileLock
+
+from .core import DataError, artifacts_dir, atomic_write, environment, fast_mode, get_device, seed_everything
+from .files import jsonable, sha256, staged_folder
 
 try:
     import tomllib
@@ -25,9 +35,10 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 # %% auto #0
-__all__ = ['STEPS', 'DataConfig', 'SplitConfig', 'TrainConfig', 'TuneConfig', 'OutputConfig', 'Config', 'step_collect',
-           'step_clean', 'step_validate', 'step_split', 'step_preprocess', 'step_tune', 'step_train', 'step_evaluate',
-           'step_deploy', 'describe', 'run', 'main']
+__all__ = ['STEPS', 'CACHED', 'RESTORE', 'DataConfig', 'SplitConfig', 'TrainConfig', 'TuneConfig', 'OutputConfig', 'Config',
+           'step_collect', 'step_clean', 'step_validate', 'step_split', 'step_preprocess', 'step_tune', 'step_train',
+           'step_evaluate', 'find_version', 'step_deploy', 'step_automl', 'code_sha256', 'datasets_sha256',
+           'weights_sha256', 'step_key', 'run_step', 'describe', 'run', 'main']
 
 # %% ../nbs/12_pipeline.ipynb #53a4a1a0
 @dataclass
@@ -55,21 +66,17 @@ class TuneConfig:
     epochs: int = 15  # per trial
     lr: list[float] = field(default_factory=lambda: [1e-3, 1e-1])  # log-scale range searched
     width: list[int] = field(default_factory=lambda: [8, 64])  # hidden width range searched (one layer)
+    families: list[str] = field(default_factory=list)  # AutoML over these model families (12b_automl); [] for none
+    budget_s: float = 60.0  # AutoML's time budget, in seconds
 
 @dataclass
 class OutputConfig:
     dir: str = ""  # where the run writes; "" for a new folder under artifacts_dir()/runs
     registry: str = ""  # model registry the run adds its model to; "" for artifacts_dir()/registry
     promote: bool = True  # make the new version the one `trainkit serve` answers with
+    cache: str = ""  # the step cache; "" for artifacts_dir()/cache, "none" to run every step every time
 
-def _same_type(value, default) -> bool:
-    "Whether a TOML value fits a default's type (ints may stand for floats; lists are checked item by item)."
-    if isinstance(default, list):
-        return isinstance(value, list) and (not default or all(_same_type(v, default[0]) for v in value))
-    if isinstance(default, float):
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    return type(value) is type(default)
-
+# %% ../nbs/12_pipeline.ipynb #c12a0007
 @dataclass
 class Config:
     "Everything `trainkit run` needs; `Config.load(path)` overrides the defaults from a TOML file."
@@ -79,40 +86,48 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
 
-    @classmethod
-    def load(cls, path: str | Path | None = None) -> "Config":
-        "Defaults, overridden by the TOML file at `path` (if given)."
-        cfg = cls()
-        if path is None:
-            return cfg
-        path = Path(path)
-        if not path.is_file():
-            raise DataError(f"Config file {str(path)!r} does not exist; `trainkit config > {path}` writes the defaults.")
-        try:
-            doc = tomllib.loads(path.read_text(encoding="utf-8"))
-        except tomllib.TOMLDecodeError as e:
-            raise DataError(f"{path.name}: not valid TOML: {e}") from e
-        for section, values in doc.items():
-            if section not in {f.name for f in fields(cls)} or not isinstance(values, dict):
-                raise DataError(f"{path.name}: unknown section [{section}]; sections are {[f.name for f in fields(cls)]}.")
-            target = getattr(cfg, section)
-            for key, value in values.items():
-                known = {f.name: f for f in fields(target)}
-                if key not in known:
-                    raise DataError(f"{path.name}: unknown key {key!r} in [{section}]; keys are {list(known)}.")
-                default = getattr(target, key)
-                if not _same_type(value, default):
-                    raise DataError(f"{path.name}: [{section}] {key} should be {type(default).__name__} like {default!r}, got {value!r}.")
-                setattr(target, key, value)
-        return cfg
-
     def to_toml(self) -> str:
         "The config as a TOML file you can edit (TOML's strings, numbers and arrays read like JSON's)."
         return "\n\n".join(f"[{name}]\n" + "\n".join(f"{k} = {json.dumps(v)}" for k, v in section.items())
                            for name, section in asdict(self).items()) + "\n"
 
+# %% ../nbs/12_pipeline.ipynb #c12a0010
+def _same_type(value, default) -> bool:
+    "Whether a TOML value fits a default's type (ints may stand for floats; lists are checked item by item)."
+    if isinstance(default, list):
+        return isinstance(value, list) and (not default or all(_same_type(v, default[0]) for v in value))
+    if isinstance(default, float):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return type(value) is type(default)
+
+@patch(cls_method=True)
+def load(cls: Config, path: str | Path | None = None) -> Config:
+    "Defaults, overridden by the TOML file at `path` (if given)."
+    cfg = cls()
+    if path is None:
+        return cfg
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"Config file {str(path)!r} does not exist; `trainkit config > {path}` writes the defaults.")
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as e:
+        raise DataError(f"{path.name}: not valid TOML: {e}") from e
+    for section, values in doc.items():
+        if section not in {f.name for f in fields(cls)} or not isinstance(values, dict):
+            raise DataError(f"{path.name}: unknown section [{section}]; sections are {[f.name for f in fields(cls)]}.")
+        target = getattr(cfg, section)
+        for key, value in values.items():
+            known = {f.name: f for f in fields(target)}
+            if key not in known:
+                raise DataError(f"{path.name}: unknown key {key!r} in [{section}]; keys are {list(known)}.")
+            default = getattr(target, key)
+            if not _same_type(value, default):
+                raise DataError(f"{path.name}: [{section}] {key} should be {type(default).__name__} like {default!r}, got {value!r}.")
+            setattr(target, key, value)
+    return cfg
+
 # %% ../nbs/12_pipeline.ipynb #2a96f1a2
-# Each step imports what it uses: `trainkit serve` and `trainkit env` then start without PyTorch or pandas.
 def step_collect(ctx):
     from trainkit.data import collect
     return {"raw": collect(ctx["cfg"].data.source, ctx["cfg"].data.table)}  # "" or "default": the course database
@@ -138,6 +153,7 @@ def step_preprocess(ctx):
     ds.preprocessor.save(ctx["out"] / "preprocessor.json")
     return {"datasets": ds}
 
+# %% ../nbs/12_pipeline.ipynb #c12a0015
 def step_tune(ctx):
     "A small Optuna search over the learning rate and width; the winner replaces [train] lr and hidden."
     from trainkit.models import MLP
@@ -153,23 +169,27 @@ def step_tune(ctx):
     chosen = {"lr": float(study.best_params["lr"]), "hidden": [int(study.best_params["width"])]}
     return {"tuning": {"trials": len(study.trials), "best_value": study.best_value, "chosen": chosen}}
 
-def step_train(ctx):
-    "Train the MLP: [train] settings, with the learning rate and width the tuning step chose (if it ran)."
+def _learner(ctx, resume: Path | None = None):
+    "The MLP and Learner that [train] (and the tuning step's choice) describe: fitted, or restored from `resume`."
     import torch
     from trainkit.learner import Learner
     from trainkit.models import MLP
-    t, ds = ctx["cfg"].train, ctx["datasets"]
+    t, ds, seed = ctx["cfg"].train, ctx["datasets"], ctx["cfg"].split.seed
     if t.epochs < 1 or t.lr <= 0 or t.batch_size < 1 or any(h < 1 for h in t.hidden):
         raise DataError(f"[train] needs epochs >= 1, lr > 0, batch_size >= 1 and hidden widths >= 1; got {t}.")
     chosen = (ctx.get("tuning") or {}).get("chosen", {})
-    lr, hidden = chosen.get("lr", t.lr), chosen.get("hidden", t.hidden)
-    torch.manual_seed(ctx["cfg"].split.seed)
-    model = MLP(len(ds.feature_names), ds.n_classes, tuple(hidden))
-    learn = Learner(model, ds, batch_size=t.batch_size, device=t.device or None, seed=ctx["cfg"].split.seed)
-    learn.fit(t.epochs, lr=lr)
+    torch.manual_seed(seed)
+    model = MLP(len(ds.feature_names), ds.n_classes, tuple(chosen.get("hidden", t.hidden)))
+    learn = Learner(model, ds, batch_size=t.batch_size, device=t.device or None, seed=seed)
+    return learn.fit(t.epochs, lr=chosen.get("lr", t.lr), resume=resume)  # a finished checkpoint: no epoch left to run
+
+def step_train(ctx):
+    "Train the MLP: [train] settings, with the learning rate and width the tuning step chose (if it ran)."
+    learn = _learner(ctx)
     learn.save_checkpoint(ctx["out"] / "model.pt")
     return {"learner": learn, "valid": learn.validate("valid")}
 
+# %% ../nbs/12_pipeline.ipynb #c12a0017
 def step_evaluate(ctx):
     "Score the trained model on the test split, once, with the islands as slices; write the report and plots."
     from trainkit.evaluate import evaluate
@@ -177,26 +197,161 @@ def step_evaluate(ctx):
     report.save(ctx["out"] / "evaluation")
     return {"report": report}
 
+def find_version(registry, learn) -> str | None:
+    "The newest version in `registry` whose weights and preprocessing files are the ones `learn` would export."
+    from safetensors.torch import save
+    state = {k: v.detach().cpu().contiguous() for k, v in learn.model.state_dict().items()}
+    want = {"weights.safetensors": sha256(save(state)),  # the bytes `export` writes, hashed as the manifest hashes them
+            "preprocessor.json": sha256(json.dumps(learn.data.preprocessor.to_dict(), indent=1, allow_nan=False).encode())}
+    for v in reversed(registry.names()):
+        files = registry.manifest(v).get("files", {})
+        if all(files.get(name, {}).get("sha256") == h for name, h in want.items()):
+            return v
+    return None
+
 def step_deploy(ctx):
-    "Export the model as a verified bundle into the registry and (by default) promote it."
+    "Export the model into the registry as a verified bundle (unless it holds it already) and, by default, promote it."
     from trainkit.registry import Registry
     o = ctx["cfg"].output
     registry = Registry(o.registry or artifacts_dir() / "registry")
     previous = registry.current()  # a damaged CURRENT raises here, as `add` would, saying how to repair it
-    version = registry.add(ctx["learner"], report=ctx["report"])
-    if o.promote:
+    version = find_version(registry, ctx["learner"])  # a rerun, or a run killed after `add`: the same model again
+    reused = version is not None
+    if not reused:
+        version = registry.add(ctx["learner"], report=ctx["report"])
+    _kill_point("deploy:promote")  # fault injection for the tests: see "Kill it" below
+    if o.promote and version != previous:
         registry.promote(version)
-    return {"deployed": {"registry": str(registry.root), "version": version, "promoted": o.promote, "previous": previous}}
+    return {"deployed": {"registry": str(registry.root), "version": version, "promoted": o.promote,
+                         "previous": previous, "reused": reused}}
 
-STEPS = [("collect", step_collect), ("clean", step_clean), ("validate", step_validate),
-         ("split", step_split), ("preprocess", step_preprocess), ("tune", step_tune), ("train", step_train),
+# %% ../nbs/12_pipeline.ipynb #3ec6fad9
+def step_automl(ctx):
+    "Optional: search model families (trainkit.automl) within [tune] budget_s; write leaderboard.csv."
+    t, ds = ctx["cfg"].tune, ctx["datasets"]
+    if not t.families:
+        return {"automl": None}
+    from trainkit.automl import automl  # scikit-learn's estimators: loaded only when asked for
+    res = automl(ds.X_train.cpu().numpy(), ds.y_train.cpu().numpy(), ds.X_valid.cpu().numpy(), ds.y_valid.cpu().numpy(),
+                 task=ds.task, budget_s=t.budget_s, families=tuple(t.families), seed=ctx["cfg"].split.seed)
+    res.to_csv(ctx["out"] / "leaderboard.csv")
+    best = {k: res.best[k] for k in ("family", "params", "score", "fit_s", "predict_s")}
+    summary = {"trials": len(res.leaderboard), "seconds": res.elapsed_s, "metric": res.metric, "best": best}
+    return {"automl": jsonable(summary)}
+
+STEPS = [("collect", step_collect), ("clean", step_clean), ("validate", step_validate), ("split", step_split),
+         ("preprocess", step_preprocess), ("automl", step_automl), ("tune", step_tune), ("train", step_train),
          ("evaluate", step_evaluate), ("deploy", step_deploy)]
 
+# %% ../nbs/12_pipeline.ipynb #c4f0f95d
+CACHED = ("automl", "tune", "train", "evaluate")  # the slow steps; the data steps always run
+
+@functools.cache  # once per process: a module edited after it was imported does not change the running code
+def code_sha256() -> str:
+    "sha256 of trainkit's source files: changed code is a changed input to every step."
+    import trainkit
+    h = hashlib.sha256()
+    for p in sorted(Path(trainkit.__file__).parent.glob("*.py")):
+        if p.name != "_modidx.py":  # nbdev's index of names for the docs: not code that runs
+            h.update(p.name.encode() + b"\0" + p.read_bytes())
+    return h.hexdigest()
+
+def datasets_sha256(ds) -> str:
+    "sha256 of what the model steps read: every split's tensors and rows, the feature names and the classes."
+    import pandas as pd
+    h = hashlib.sha256(json.dumps([ds.feature_names, ds.classes]).encode())
+    for _, X, y in ds.splits():
+        h.update(X.cpu().numpy().tobytes() + y.cpu().numpy().tobytes())
+    for rows in ds.frames or ():
+        h.update(pd.util.hash_pandas_object(rows).to_numpy().tobytes())
+    return h.hexdigest()
+
+def weights_sha256(model) -> str:
+    "sha256 of a model's parameters and buffers, name by name."
+    h = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        h.update(name.encode() + t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+# %% ../nbs/12_pipeline.ipynb #bb6ef865
+def step_key(ctx, name: str) -> str:
+    "sha256 of everything step `name` reads: code, data, seed, device, its config and the earlier results it uses."
+    c = ctx["cfg"]
+    reads = {"step": name, "code": code_sha256(), "data": datasets_sha256(ctx["datasets"]),
+             "seed": c.split.seed, "device": get_device(c.train.device or None).type}
+    if name == "automl":
+        reads.update(families=c.tune.families, budget_s=c.tune.budget_s)
+    elif name == "tune":
+        reads.update(trials=c.tune.trials, epochs=c.tune.epochs, lr=c.tune.lr, width=c.tune.width, fast=fast_mode())
+    elif name == "train":
+        reads.update(train=asdict(c.train), tuning=ctx.get("tuning"))
+    elif name == "evaluate":
+        reads["weights"] = weights_sha256(ctx["learner"].model)
+    return sha256(json.dumps(jsonable(reads), sort_keys=True).encode())
+
+# %% ../nbs/12_pipeline.ipynb #746d63ba
+def _kill_point(point: str):
+    "Fault injection for the tests: TRAINKIT_KILL_AT=point kills this process here, as a power cut would."
+    if os.environ.get("TRAINKIT_KILL_AT") == point:
+        os.kill(os.getpid(), getattr(signal, "SIGKILL", signal.SIGTERM))  # Windows has no SIGKILL
+
+def _publish(entry: Path, out: Path):
+    "Copy a cache entry's files into the run's folder, each one whole or not at all."
+    for src in sorted(entry.rglob("*")):
+        if src.is_file() and src.name != "results.json":
+            with atomic_write(out / src.relative_to(entry), "wb") as f:
+                f.write(src.read_bytes())
+
+# %% ../nbs/12_pipeline.ipynb #d9d4224a
+def _read_report(path: Path):
+    from trainkit.evaluate import Report
+    return Report.from_json(json.loads(path.read_text(encoding="utf-8")))
+
+RESTORE = {  # what a cached step's files give back, besides the plain results in results.json
+    "train": lambda ctx, entry: {"learner": _learner(ctx, resume=entry / "model.pt")},
+    "evaluate": lambda ctx, entry: {"report": _read_report(entry / "evaluation" / "report.json")},
+}
+
+def run_step(ctx, name: str, fn, force: bool = False) -> tuple[dict, bool]:
+    "Run one step, or load its results from the cache when its inputs are unchanged; return (results, skipped)."
+    if name not in CACHED or ctx.get("cache") is None:
+        return fn(ctx), False
+    entry = ctx["cache"] / name / step_key(ctx, name)
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(entry.parent / f"{entry.name}.lock"):  # the same step in two runs at once: one computes, one waits
+        if force and entry.is_dir():
+            shutil.rmtree(entry)
+        skipped = entry.is_dir()
+        if skipped:
+            added = json.loads((entry / "results.json").read_text(encoding="utf-8"))
+            added.update(RESTORE.get(name, lambda ctx, entry: {})(ctx, entry))
+        else:
+            for left in entry.parent.glob(f".{entry.name}.*.tmp"):  # a killed run's staging folder
+                shutil.rmtree(left, ignore_errors=True)
+            with staged_folder(entry) as tmp:  # every file of the step, or no entry at all
+                added = fn({**ctx, "out": tmp})
+                plain = {k: v for k, v in added.items() if v is None or isinstance(v, (dict, list, str, int, float))}
+                (tmp / "results.json").write_text(json.dumps(jsonable(plain), indent=1), encoding="utf-8")
+                _kill_point(f"{name}:commit")
+    _publish(entry, ctx["out"])
+    return added, skipped
+
 # %% ../nbs/12_pipeline.ipynb #e4b4fecb
+def _took(ctx, name: str) -> str:
+    return "(from the cache)" if name in ctx["skipped"] else f"in {ctx['timings'][name]:.2f} s"
+
+def _deployed(dep: dict) -> str:
+    if dep.get("reused"):
+        current = dep["version"] if dep["promoted"] else dep["previous"]
+        return f"(already there: the same weights and preprocessing; CURRENT is {current})"
+    if dep["promoted"]:
+        return f"(promoted; the previous version was {dep['previous']})" if dep["previous"] else "(promoted)"
+    return f"(not promoted: CURRENT stays {dep['previous']})"
+
 def describe(ctx) -> str:
     "A readable summary of a run."
     import pandas as pd
-    ds, rep, dep = ctx["datasets"], ctx["cleaning"], ctx["deployed"]
+    ds, rep, dep, a, tun = ctx["datasets"], ctx["cleaning"], ctx["deployed"], ctx.get("automl"), ctx.get("tuning")
     rules = ", ".join(f"{r.rule} {r.count}" for r in rep.summary().itertuples())
     shares = pd.DataFrame({n: s["species"].value_counts(normalize=True) for n, s in zip(("train", "valid", "test"), ctx["splits"])})
     lines = [
@@ -208,47 +363,54 @@ def describe(ctx) -> str:
         + f" (leakage: {ctx['leakage']['rows']} rows, {ctx['leakage'].get('groups', 0)} birds shared)",
         f"  features   {len(ds.feature_names)}: {', '.join(ds.feature_names)}",
         f"  classes    {', '.join(ds.classes)}",
-        (f"  tuned      {ctx['tuning']['trials']} Optuna trials in {ctx['timings']['tune']:.2f} s: best valid accuracy "
-         f"{ctx['tuning']['best_value']:.3f} with lr {ctx['tuning']['chosen']['lr']:.2g}, width {ctx['tuning']['chosen']['hidden'][0]}"
-         if ctx.get("tuning") else "  tuned      (skipped: [tune] trials = 0)"),
-        f"  trained    {ctx['learner']!r}, {len(ctx['learner'].history)} epochs in {ctx['timings']['train']:.2f} s",
+        *([f"  automl     {a['trials']} trials {_took(ctx, 'automl')}: best {a['best']['family']}, valid {a['metric']} "
+           f"{a['best']['score']:.3f} -> leaderboard.csv (the served model stays the MLP: a bundle holds PyTorch/ONNX models)"]
+          if a else []),
+        (f"  tuned      {tun['trials']} Optuna trials {_took(ctx, 'tune')}: best valid accuracy {tun['best_value']:.3f} "
+         f"with lr {tun['chosen']['lr']:.2g}, width {tun['chosen']['hidden'][0]}" if tun else "  tuned      (skipped: [tune] trials = 0)"),
+        f"  trained    {ctx['learner']!r}, {len(ctx['learner'].history)} epochs {_took(ctx, 'train')}",
         "  validation " + ", ".join(f"{k} {v:.3f}" for k, v in ctx["valid"].items()),
         "  test       " + ", ".join(f"{k} {v:.3f}" for k, v in ctx["report"].metrics.items()
                                     if v is not None and k in ("accuracy", "f1", "roc_auc", "ece", "mae", "rmse", "r2"))
         + f" ({ctx['report'].n} rows, evaluated once) -> evaluation/report.md",
-        f"  deployed   {dep['version']} -> {dep['registry']} "
-        + (f"(promoted; the previous version was {dep['previous']})" if dep["promoted"] and dep["previous"]
-           else "(promoted)" if dep["promoted"] else f"(not promoted: CURRENT stays {dep['previous']})"),
+        f"  deployed   {dep['version']} -> {dep['registry']} {_deployed(dep)}",
+        *([f"  skipped    {', '.join(ctx['skipped'])}: inputs unchanged, results from the cache {ctx['cache']}"]
+          if ctx["skipped"] else []),
         "", "  class shares per split:", *("    " + l for l in (shares * 100).round(1).to_string().splitlines()),
-        "", f"  wrote {', '.join(sorted(p.name for p in ctx['out'].iterdir()))}",
+        "", f"  wrote {', '.join(sorted(p.name for p in ctx['out'].iterdir() if not p.name.startswith('.')))}",
         "", f"serve it:  trainkit serve --registry {shlex.quote(dep['registry'])}",
         f"then:      curl -s 127.0.0.1:8000/predict -H 'content-type: application/json' -d '{json.dumps(ds.records('test')[0])}'",
     ]
     return "\n".join(lines)
 
 # %% ../nbs/12_pipeline.ipynb #4a314d9b
-def run(cfg: Config, progress: bool = True) -> dict:
-    "Run every step with `cfg`; return the context (what each step produced)."
+def run(cfg: Config, progress: bool = True, force: bool = False) -> dict:
+    "Run every step with `cfg`, skipping cached ones whose inputs are unchanged (unless `force`); return the context."
     from tqdm.auto import tqdm
     seed_everything(cfg.split.seed)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     out = Path(cfg.output.dir) if cfg.output.dir else artifacts_dir() / "runs" / stamp
     out.mkdir(parents=True, exist_ok=True)
-    ctx = {"cfg": cfg, "out": out, "timings": {}}
+    cache = None if cfg.output.cache == "none" else Path(cfg.output.cache or artifacts_dir() / "cache")
+    ctx = {"cfg": cfg, "out": out, "cache": cache, "timings": {}, "skipped": []}
     # The bar appears only for runs longer than a second, and is closed (its line ended) even on errors.
     with tqdm(STEPS, desc="trainkit run", unit="step", disable=not progress, file=sys.stderr, delay=1.0) as bar:
         for name, fn in bar:
             bar.set_postfix_str(name, refresh=False)
+            _kill_point(name)
             t = time.perf_counter()
-            ctx.update(fn(ctx))
+            added, skipped = run_step(ctx, name, fn, force)
+            ctx.update(added)
             ctx["timings"][name] = round(time.perf_counter() - t, 3)
+            ctx["skipped"] += [name] if skipped else []
+    _kill_point("summary")
     with atomic_write(out / "cleaning_report.md") as f:
         f.write(ctx["cleaning"].to_markdown() + "\n")
     summary = {"config": asdict(cfg), "rows": {"raw": len(ctx["raw"]), "clean": len(ctx["clean"])},
                "splits": ctx["splits"].sizes(), "leakage": ctx["leakage"], "features": ctx["datasets"].feature_names,
-               "classes": ctx["datasets"].classes, "tuning": ctx.get("tuning"), "validation": ctx["valid"],
-               "test": ctx["report"].metrics, "deployed": ctx["deployed"], "timings_s": ctx["timings"],
-               "environment": environment()}
+               "classes": ctx["datasets"].classes, "automl": ctx.get("automl"), "tuning": ctx.get("tuning"),
+               "validation": ctx["valid"], "test": ctx["report"].metrics, "deployed": ctx["deployed"],
+               "skipped": ctx["skipped"], "timings_s": ctx["timings"], "environment": environment()}
     with atomic_write(out / "summary.json") as f:
         json.dump(summary, f, indent=1, default=str)
     return ctx
@@ -263,6 +425,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int, help="override [split] seed")
     r.add_argument("--out", help="override [output] dir")
     r.add_argument("--registry", help="override [output] registry")
+    r.add_argument("--cache", help="override [output] cache ('none': run every step)")
+    r.add_argument("--force", action="store_true", help="rerun every step, replacing its cache entry")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     sub.add_parser("config", help="print the default config as TOML")
     sub.add_parser("env", help="print versions, device and thread count as JSON")
@@ -274,8 +438,16 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, help="port (default: $PORT, then $AIP_HTTP_PORT, then 8000)")
     s.add_argument("--api-key-env", default="TRAINKIT_API_KEY", help="environment variable holding the API key (unset: none)")
     s.add_argument("--access-log", action="store_true", help="log every request")
+    t = sub.add_parser("retrain", help="check new records for drift; on an alarm retrain, and promote only if better")
+    t.add_argument("--new", required=True, help="the new labelled records: a raw .csv/.html/.sqlite file")
+    t.add_argument("--old", action="append", help="what the served version was trained on (default: the course database); "
+                   "repeat it for each batch, oldest first")
+    t.add_argument("--registry", help="registry folder (default: the one `trainkit run` deploys to)")
+    t.add_argument("--min-gain", type=float, default=0.0, help="how much lower the candidate's cross-entropy must be")
+    t.add_argument("--force", action="store_true", help="retrain and compare even without a drift alarm")
     return p
 
+# %% ../nbs/12_pipeline.ipynb #c12a0023
 def main(argv: list[str] | None = None) -> int:
     "Entry point of the `trainkit` command."
     args = _parser().parse_args(argv)
@@ -290,7 +462,12 @@ def main(argv: list[str] | None = None) -> int:
             if args.seed is not None: cfg.split.seed = args.seed
             if args.out: cfg.output.dir = args.out
             if args.registry: cfg.output.registry = args.registry
-            print(describe(run(cfg, progress=not args.quiet)))
+            if args.cache: cfg.output.cache = args.cache
+            print(describe(run(cfg, progress=not args.quiet, force=args.force)))
+        elif args.command == "retrain":
+            from .retrain import retrain  # the next chapter, 12a_retrain
+            print(retrain(args.registry or artifacts_dir() / "registry", args.new, old=args.old or "default",
+                          min_gain=args.min_gain, force=args.force))
         elif args.command == "serve":
             try:
                 from .serve import serve
