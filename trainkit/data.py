@@ -283,11 +283,11 @@ def from_html(
     strict: bool = False,  # refuse text in numeric columns (see `conform`)
 ) -> pd.DataFrame:
     "Read the table containing `match` from an HTML page into a frame with the raw schema."
-    path = Path(path)
-    if not path.is_file():
+    if not Path(path).is_file():
         raise DataError(f"HTML file {str(path)!r} does not exist.")
+    path, page = Path(path), Path(path).read_text(encoding="utf-8")
     try:
-        tables = pd.read_html(io.StringIO(path.read_text(encoding="utf-8")), match=match, flavor="lxml")
+        tables = pd.read_html(io.StringIO(page), match=match, flavor="lxml")
     except ValueError as e:
         raise DataError(f"{path.name}: no table containing {match!r} ({e}).") from e
     return conform(tables[0], columns, path.name, strict)
