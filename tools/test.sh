@@ -13,6 +13,9 @@ export TRAINKIT_ARTIFACTS="${TRAINKIT_ARTIFACTS:-$(mktemp -d)/artifacts}"
 [ "${CI:-}" = true ] && export TRAINKIT_BROWSER_REQUIRED=1
 # ...and so must the container test (tools/install-services.sh installs Docker and starts its engine).
 [ "${CI:-}" = true ] && export TRAINKIT_CONTAINER_REQUIRED=1
+# ...and so must the shared-study test on PostgreSQL (tools/install-services.sh installs and starts the server).
+export TRAINKIT_TEST_POSTGRES_URL="${TRAINKIT_TEST_POSTGRES_URL:-postgresql+psycopg://trainkit:trainkit@localhost:5432/trainkit_test}"
+[ "${CI:-}" = true ] && export TRAINKIT_POSTGRES_REQUIRED=1
 
 echo "== 1/3 nbdev-export and nbdev-clean leave no diff"
 state() { git status --porcelain --untracked-files=all -- nbs trainkit; git diff -- nbs trainkit | sha1sum; }

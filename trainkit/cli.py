@@ -430,6 +430,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     sub.add_parser("config", help="print the default config as TOML")
     sub.add_parser("env", help="print versions, device and thread count as JSON")
+    d = sub.add_parser("doctor", help="check this machine for the course; exit 1 when it cannot run (chapter 00a_setup)")
+    d.add_argument("--json", action="store_true", help="print the checks as JSON")
     s = sub.add_parser("serve", help="serve a registry's current model over HTTP (FastAPI + uvicorn)")
     src = s.add_mutually_exclusive_group()
     src.add_argument("--registry", help="registry folder (default: the one `trainkit run` deploys to)")
@@ -456,6 +458,11 @@ def main(argv: list[str] | None = None) -> int:
             print(Config().to_toml(), end="")
         elif args.command == "env":
             print(json.dumps(environment(), indent=1))
+        elif args.command == "doctor":
+            from .doctor import doctor  # chapter 00a_setup
+            report = doctor()
+            print(json.dumps(report.to_dict(), indent=1) if args.json else report)
+            return report.exit_code
         elif args.command == "run":
             cfg = Config.load(args.config)
             if args.source: cfg.data.source = args.source

@@ -22,8 +22,8 @@ from . import __version__
 
 # %% auto #0
 __all__ = ['PALETTE', 'DataError', 'DataWarning', 'check_type', 'fast_mode', 'pick', 'seed_everything', 'new_figure',
-           'style_axes', 'plot_history', 'get_device', 'data_dir', 'artifacts_dir', 'atomic_write', 'check_exercise',
-           'environment']
+           'style_axes', 'plot_history', 'get_device', 'data_dir', 'artifacts_dir', 'atomic_write', 'save_json',
+           'load_json', 'check_exercise', 'environment']
 
 # %% ../nbs/00_core.ipynb #47f5398c
 class DataError(ValueError):
@@ -216,6 +216,34 @@ def atomic_write(
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+# %% ../nbs/00_core.ipynb #976c19e8
+def save_json(
+    obj,  # a JSON-serialisable value, usually a dict from an object's `to_dict()`
+    path: str | Path,  # the file to (re)place
+    indent: int | None = None,  # pretty-print with this indent; None: one line
+) -> Path:
+    "Write `obj` as JSON to `path` atomically (through `atomic_write`); returns the path."
+    import json
+    with atomic_write(path) as f:
+        json.dump(obj, f, indent=indent)
+    return Path(path)
+
+def load_json(
+    path: str | Path,  # a file written by `save_json`
+    what: str = "JSON",  # what saved it, for the error message, e.g. "Preprocessor"
+):
+    "Read a JSON file; a missing or non-JSON file raises `DataError` naming the file and `what` saved it."
+    import json
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{what} file {str(path)!r} does not exist.")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path.name} is not valid JSON (line {e.lineno}): is it a saved {what}?") from e
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path.name} is not valid JSON (it is binary, not UTF-8 text): is it a saved {what}?") from e
 
 # %% ../nbs/00_core.ipynb #7d1c0a17
 def check_exercise(

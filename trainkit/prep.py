@@ -18,7 +18,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.model_selection import train_test_split
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .core import DataError, atomic_write
+from .core import DataError, atomic_write, load_json, save_json
 
 # %% auto #0
 __all__ = ['MISSING', 'OTHER', 'Splits', 'row_keys', 'check_leakage', 'split', 'Preprocessor', 'profile', 'Target']
@@ -303,22 +303,12 @@ def from_dict(cls: Preprocessor, d: dict) -> Preprocessor:
 @patch
 def save(self: Preprocessor, path: str | Path) -> Path:
     "Write the fitted preprocessor as JSON (atomically)."
-    with atomic_write(path) as f:
-        json.dump(self.to_dict(), f, indent=1)
-    return Path(path)
+    return save_json(self.to_dict(), path, indent=1)
 
 @patch(cls_method=True)
 def load(cls: Preprocessor, path: str | Path) -> Preprocessor:
     "Read a preprocessor saved with `save` (JSON; no code runs)."
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"Preprocessor file {str(path)!r} does not exist.")
-    try:
-        return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path.name} is not valid JSON (line {e.lineno}): is it a saved Preprocessor?") from e
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path.name} is not valid JSON (it is binary, not UTF-8 text): is it a saved Preprocessor?") from e
+    return cls.from_dict(load_json(path, "Preprocessor"))
 
 # %% ../nbs/01d_prepare.ipynb #118b289a
 class Target(BaseEstimator):
